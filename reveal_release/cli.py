@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,7 +27,9 @@ RunOpt = Annotated[Path, typer.Option("--run", help="The run folder.")]
 
 
 def _not_yet(command: str, issue: int) -> None:
-    raise RRError(f"`rr {command}` is not available yet (tracked in issue #{issue}); nothing was run")
+    raise RRError(
+        f"`rr {command}` is not available yet (tracked in issue #{issue}); nothing was run"
+    )
 
 
 @app.command()
@@ -85,7 +87,17 @@ def generate(
         console.print()
     table(
         "generate",
-        ["model", "device", "load s", "cache", "prompts", "new tokens", "s", "tokens/s", "peak RSS"],
+        [
+            "model",
+            "device",
+            "load s",
+            "cache",
+            "prompts",
+            "new tokens",
+            "s",
+            "tokens/s",
+            "peak RSS",
+        ],
         [
             (
                 loaded.source.spec,
@@ -104,10 +116,12 @@ def generate(
 
 @app.command()
 def reveal(
-    target: Annotated[str, typer.Option(help="code, person, toxicity, topic:<subject> or a TOML spec.")],
+    target: Annotated[
+        str, typer.Option(help="code, person, toxicity, topic:<subject> or a TOML spec.")
+    ],
     run: RunOpt,
     model: ModelOpt = DEFAULT_MODEL,
-    budget: Annotated[Optional[int], typer.Option(help="How much sampling to do.")] = None,
+    budget: Annotated[int | None, typer.Option(help="How much sampling to do.")] = None,
     backend: Annotated[str, typer.Option(help="hf or vllm.")] = "hf",
     seed: int = 0,
 ) -> None:
@@ -118,7 +132,7 @@ def reveal(
 @app.command()
 def release(
     run: RunOpt,
-    rounds: Annotated[Optional[int], typer.Option(help="Most rounds to run.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Most rounds to run.")] = None,
     update: Annotated[str, typer.Option(help="lora or r2f.")] = "lora",
     loss: Annotated[str, typer.Option(help="npo, ga, refusal or simnpo.")] = "npo",
 ) -> None:
@@ -128,9 +142,9 @@ def release(
 
 @app.command(name="eval")
 def evaluate(
-    run: Annotated[Optional[Path], typer.Option("--run", help="The run folder.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m")] = None,
-    target: Annotated[Optional[str], typer.Option()] = None,
+    run: Annotated[Path | None, typer.Option("--run", help="The run folder.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
+    target: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Held-out forgetting, utility and robustness attacks, with a report."""
     _not_yet("eval", 6)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from reveal_release.errors import RRError
 
@@ -29,9 +29,7 @@ class EmbeddedModel:
         """The GGUF file of this model, or a clear error saying how to install it."""
         path = self.find_gguf(cache_root) if self.installed() else None
         if path is None or not path.is_file():
-            raise RRError(
-                f"embedded model '{self.alias}' is not installed: run `{self.install}`"
-            )
+            raise RRError(f"embedded model '{self.alias}' is not installed: run `{self.install}`")
         return path
 
 

@@ -92,7 +92,7 @@ def generate(
                 use_cache=True,
             )
         new = out[:, enc.input_ids.shape[1] :].tolist()
-        for i, ids in zip(idx, new):
+        for i, ids in zip(idx, new, strict=True):
             n = _useful_length(ids, stops, tok.pad_token_id)
             total_new += n
             text = tok.decode(ids[:n], skip_special_tokens=True).strip()

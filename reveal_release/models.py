@@ -80,7 +80,9 @@ def resolve(spec: str | None) -> ModelSource:
                 "an embedded alias or a hub id"
             )
         return ModelSource(spec, "gguf", gguf=path.resolve(), name=path.stem)
-    looks_like_path = spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or os.sep * 2 in spec
+    looks_like_path = (
+        spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or os.sep * 2 in spec
+    )
     if looks_like_path:
         raise RRError(f"no such file or folder: {spec} (check the path)")
     if HUB_ID.match(spec):
@@ -222,7 +224,10 @@ def load_model(
     except Exception as exc:  # noqa: BLE001
         if source.kind in ("embedded", "gguf") and not built:
             # A cache entry that looked complete but does not load: rebuild it once.
-            _say(progress, f"cached model in {folder} does not load ({type(exc).__name__}): rebuilding")
+            _say(
+                progress,
+                f"cached model in {folder} does not load ({type(exc).__name__}): rebuilding",
+            )
             entry_for(source.gguf, source.name).remove()
             folder, fingerprint, built = _gguf_folder(source, progress)
             model, tokenizer = _load()
@@ -323,5 +328,3 @@ def model_summary(loaded: LoadedModel) -> dict:
         "parameters": sum(p.numel() for p in loaded.model.parameters()),
         "dtype": str(next(loaded.model.parameters()).dtype).replace("torch.", ""),
     }
-
-

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ TRACKED_PACKAGES = ("reveal-release", "torch", "transformers", "peft", "accelera
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def package_versions() -> dict[str, str]:
@@ -69,7 +69,9 @@ class RunDir:
         if path.exists():
             manifest = _read_manifest(path)
             old = manifest.get("identity", {})
-            clash = {k: (old[k], v) for k, v in (identity or {}).items() if k in old and old[k] != v}
+            clash = {
+                k: (old[k], v) for k, v in (identity or {}).items() if k in old and old[k] != v
+            }
             if clash:
                 what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in clash.items())
                 raise RRError(
@@ -225,5 +227,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 def _diff(old: dict, new: dict) -> str:
     keys = sorted(set(old) | set(new))
-    parts = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
+    parts = [
+        f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)
+    ]
     return "; ".join(parts[:3])
