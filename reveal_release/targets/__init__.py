@@ -1,0 +1,1 @@
+"""Targets (what to forget, what to keep) and the judges that score relevance."""

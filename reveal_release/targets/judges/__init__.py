@@ -1,0 +1,5 @@
+"""Judges score how much a response shows the target, in [0, 1]."""
+
+from reveal_release.targets.judges.base import JUDGES, Judge, make_judge
+
+__all__ = ["JUDGES", "Judge", "make_judge"]

@@ -1,0 +1,129 @@
+"""Target specs: TOML data naming a target, its instruction pools, its judge and what to keep."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reveal_release.errors import RRError
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+
+def instructions_dir() -> Path:
+    """The folder of instruction pools: RR_INSTRUCTIONS, else the repository's instructions/."""
+    env = os.environ.get("RR_INSTRUCTIONS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "instructions"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What to forget and what to keep; a spec is data and never runs code."""
+
+    name: str
+    subject: str
+    description: str
+    judge: str
+    judge_params: dict[str, Any]
+    reveal_pool: list[str]
+    retain_pool: list[str]
+    heldout_pool: list[str] = field(default_factory=list)
+    threshold: float = 0.5
+    source: str = ""
+
+    def identity(self) -> str:
+        """A short string that says which target a run is about."""
+        return f"{self.name}:{self.subject}" if self.subject else self.name
+
+
+def read_pool(path: Path, subject: str, what: str) -> list[str]:
+    """One instruction per line (blank lines and # comments skipped), {subject} filled in."""
+    if not path.is_file():
+        raise RRError(f"{what} instruction pool {path} does not exist: create it or fix the spec")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    pool = [ln.replace("{subject}", subject) for ln in lines if ln and not ln.startswith("#")]
+    if not pool:
+        raise RRError(f"{what} instruction pool {path} is empty: add one instruction per line")
+    return list(dict.fromkeys(pool))
+
+
+def _pool_path(value: str, base: Path) -> Path:
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    beside = base / p
+    return beside if beside.exists() else instructions_dir() / p
+
+
+def parse_spec(
+    data: dict[str, Any], base: Path, source: str, subject: str | None = None
+) -> TargetSpec:
+    """Build a TargetSpec from parsed TOML; `base` is where relative pool paths start."""
+    try:
+        name = str(data["name"])
+        judge = data["judge"]
+        reveal = data["reveal"]
+        retain = data["retain"]
+    except KeyError as exc:
+        raise RRError(
+            f"target spec {source} has no [{exc.args[0]}] section or key: see targets/builtin/*.toml"
+        ) from None
+    if "pool" not in reveal:
+        raise RRError(f"target spec {source} has no reveal.pool: name an instruction file")
+    subject = subject if subject is not None else str(data.get("subject", ""))
+    params = {k: v for k, v in judge.items() if k != "name"}
+    if subject:
+        params.setdefault("subject", subject)
+    heldout = data.get("heldout", {})
+    return TargetSpec(
+        name=name,
+        subject=subject,
+        description=str(data.get("description", name)),
+        judge=str(judge.get("name", name)),
+        judge_params=params,
+        reveal_pool=read_pool(_pool_path(reveal["pool"], base), subject, "reveal"),
+        retain_pool=read_pool(
+            _pool_path(retain.get("pool", "retain.txt"), base), subject, "retain"
+        ),
+        heldout_pool=(
+            read_pool(_pool_path(heldout["pool"], base), subject, "held-out")
+            if "pool" in heldout
+            else []
+        ),
+        threshold=float(data.get("threshold", 0.5)),
+        source=source,
+    )
+
+
+def builtin_targets() -> list[str]:
+    """Names of the built-in targets (topic takes a subject: topic:<subject>)."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
+def load_target(target: str) -> TargetSpec:
+    """A built-in name (code, person, toxicity, topic:<subject>) or a path to a TOML spec."""
+    subject = None
+    name = target
+    if target.startswith("topic:"):
+        name, subject = "topic", target.split(":", 1)[1].strip()
+        if not subject:
+            raise RRError("topic target needs a subject: --target 'topic:Harry Potter'")
+    path = BUILTIN_DIR / f"{name}.toml"
+    if not path.is_file():
+        path = Path(target).expanduser()
+        if not (path.suffix == ".toml" and path.is_file()):
+            raise RRError(
+                f"unknown target '{target}': use one of {', '.join(builtin_targets())} "
+                "(topic as topic:<subject>) or a path to a .toml target spec"
+            )
+        subject = None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RRError(f"target spec {path} is not valid TOML ({exc})") from None
+    if name == "topic" and path.parent == BUILTIN_DIR and not subject:
+        raise RRError("topic target needs a subject: --target 'topic:Harry Potter'")
+    return parse_spec(data, path.parent, str(path), subject)
