@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -22,7 +23,7 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     for i, c in enumerate(columns):
         t.add_column(c, no_wrap=i == 0)
     for r in rows:
-        t.add_row(*(fmt(v) for v in r))
+        t.add_row(*(escape(fmt(v)) for v in r))
     console.print(t)
 
 
