@@ -121,12 +121,33 @@ def reveal(
     ],
     run: RunOpt,
     model: ModelOpt = DEFAULT_MODEL,
-    budget: Annotated[int | None, typer.Option(help="How much sampling to do.")] = None,
+    budget: Annotated[
+        int, typer.Option(min=1, help="Responses to sample for the forget set.")
+    ] = 96,
+    retain_budget: Annotated[
+        int | None, typer.Option(min=1, help="Responses for the retain set (default budget/2).")
+    ] = None,
     backend: Annotated[str, typer.Option(help="hf or vllm.")] = "hf",
+    strategy: Annotated[str, typer.Option(help="neuralucb or random.")] = "neuralucb",
+    features: Annotated[str, typer.Option(help="Bandit features: hidden or embedder.")] = "hidden",
     seed: int = 0,
+    trust_remote_code: bool = False,
 ) -> None:
     """Make the model reveal what it knows about a target; write the forget and retain sets."""
-    _not_yet("reveal", 3)
+    from reveal_release.reveal.cli_run import reveal_command
+
+    reveal_command(
+        target=target,
+        run=run,
+        model=model,
+        budget=budget,
+        retain_budget=retain_budget,
+        backend=backend,
+        strategy=strategy,
+        features=features,
+        seed=seed,
+        trust_remote_code=trust_remote_code,
+    )
 
 
 @app.command()

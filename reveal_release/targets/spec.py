@@ -69,7 +69,8 @@ def parse_spec(
         retain = data["retain"]
     except KeyError as exc:
         raise RRError(
-            f"target spec {source} has no [{exc.args[0]}] section or key: see targets/builtin/*.toml"
+            f"target spec {source} has no '{exc.args[0]}' section or key: "
+            "see reveal_release/targets/builtin/*.toml for the format"
         ) from None
     if "pool" not in reveal:
         raise RRError(f"target spec {source} has no reveal.pool: name an instruction file")

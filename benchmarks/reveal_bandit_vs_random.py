@@ -1,0 +1,103 @@
+"""NeuralUCB against uniform random choice of reveal instructions: same budget, same seeds.
+
+Both strategies run the same search (same pool, sampler, judge, mutation schedule); only the
+choice of instructions differs. Reported: mean reward and relevance over the last half of
+the steps, per seed and on average, and their ratio.
+
+Run: .venv/bin/python benchmarks/reveal_bandit_vs_random.py [--target code] [--budget 96]
+     [--seeds 0 1 2] [--model smollm2-135m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from reveal_release.models import load_model
+from reveal_release.reveal.features import make_features
+from reveal_release.reveal.samplers.hf import HFSampler
+from reveal_release.reveal.search import InstructionSearch, SearchConfig
+from reveal_release.reveal.stage import response_features
+from reveal_release.targets.judges import make_judge
+from reveal_release.targets.spec import instructions_dir, load_target, read_pool
+
+
+def last_half(pulls: list, key: str) -> float:
+    """Mean of a pull field over the last half of the steps."""
+    steps = sorted({p.step for p in pulls})
+    late = set(steps[len(steps) // 2 :])
+    return float(np.mean([getattr(p, key) for p in pulls if p.step in late]))
+
+
+def main() -> None:
+    """Run both strategies for each seed and print the table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target", default="code")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--budget", type=int, default=96)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--features", default="hidden")
+    args = parser.parse_args()
+
+    loaded = load_model(args.model, device="cpu")
+    spec = load_target(args.target)
+    judge = make_judge(spec.judge, **spec.judge_params)
+    meta = read_pool(instructions_dir() / "meta.txt", spec.subject, "meta")
+    inst = make_features(args.features, loaded).instructions
+    resp = response_features(loaded)
+    sampler = HFSampler(loaded)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            for strategy in ("neuralucb", "random"):
+                cfg = SearchConfig(
+                    budget=args.budget,
+                    strategy=strategy,
+                    seed=seed,
+                    max_new_tokens=args.max_new_tokens,
+                )
+                ckpt = Path(tmp) / f"{strategy}-{seed}.safetensors"
+                res = InstructionSearch(
+                    spec.reveal_pool, sampler, judge.score, inst, resp, cfg, ckpt, meta_pool=meta
+                ).run()
+                rows.append(
+                    (
+                        seed,
+                        strategy,
+                        last_half(res.pulls, "reward"),
+                        last_half(res.pulls, "relevance"),
+                        res.tokens_per_s,
+                    )
+                )
+                print(
+                    f"seed {seed} {strategy:<9} reward(last half) {rows[-1][2]:.3f} "
+                    f"relevance {rows[-1][3]:.3f}",
+                    flush=True,
+                )
+    print(
+        f"\ntarget {args.target}, model {args.model}, budget {args.budget} responses, "
+        f"seeds {args.seeds}, features {args.features}"
+    )
+    print(f"{'seed':<6}{'strategy':<11}{'reward':>8}{'relevance':>11}{'tok/s':>8}")
+    for r in rows:
+        print(f"{r[0]:<6}{r[1]:<11}{r[2]:>8.3f}{r[3]:>11.3f}{r[4]:>8.1f}")
+    ucb = np.mean([r[2] for r in rows if r[1] == "neuralucb"])
+    rnd = np.mean([r[2] for r in rows if r[1] == "random"])
+    ucb_rel = np.mean([r[3] for r in rows if r[1] == "neuralucb"])
+    rnd_rel = np.mean([r[3] for r in rows if r[1] == "random"])
+    print(
+        f"mean reward, last half of steps: neuralucb {ucb:.3f}, random {rnd:.3f}, "
+        f"ratio {ucb / rnd:.2f}x"
+    )
+    print(
+        f"mean relevance, last half: neuralucb {ucb_rel:.3f}, random {rnd_rel:.3f}, "
+        f"ratio {ucb_rel / rnd_rel:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
