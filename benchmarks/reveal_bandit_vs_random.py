@@ -41,6 +41,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--features", default="hidden")
+    parser.add_argument(
+        "--mixed",
+        action="store_true",
+        help="Pool = the target's reveal pool plus the retain pool (half the arms off target).",
+    )
     args = parser.parse_args()
 
     loaded = load_model(args.model, device="cpu")
@@ -50,6 +55,7 @@ def main() -> None:
     inst = make_features(args.features, loaded).instructions
     resp = response_features(loaded)
     sampler = HFSampler(loaded)
+    pool = spec.reveal_pool + (spec.retain_pool if args.mixed else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -62,7 +68,7 @@ def main() -> None:
                 )
                 ckpt = Path(tmp) / f"{strategy}-{seed}.safetensors"
                 res = InstructionSearch(
-                    spec.reveal_pool, sampler, judge.score, inst, resp, cfg, ckpt, meta_pool=meta
+                    pool, sampler, judge.score, inst, resp, cfg, ckpt, meta_pool=meta
                 ).run()
                 rows.append(
                     (
