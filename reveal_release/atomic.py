@@ -14,6 +14,11 @@ from typing import Any
 
 from reveal_release.errors import RRError
 
+# mkstemp creates 0600 files; written files should get the usual mode (0666 less the umask).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 def _disk_error(path: Path, exc: OSError) -> RRError:
     if exc.errno == errno.ENOSPC:
@@ -32,6 +37,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -80,6 +86,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        tmp.chmod(0o777 & ~_UMASK)
     except OSError as exc:
         raise _disk_error(final, exc) from exc
     try:

@@ -109,3 +109,11 @@ def test_jsonl_round_trip_and_bad_line(tmp_path: Path):
     (tmp_path / "bad.jsonl").write_text('{"a": 1}\n{oops\n')
     with pytest.raises(RRError, match="bad.jsonl:2 is not valid JSON"):
         read_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path: Path):
+    target = tmp_path / "run.json"
+    atomic_write_json(target, {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
