@@ -54,36 +54,14 @@ def test_nothing_relevant_is_an_error_not_an_empty_set(tiny_folder: Path, tmp_pa
 
 def test_run_folder_holding_another_run(tiny_folder: Path, tmp_path: Path):
     run = tmp_path / "run"
-    first = run_rr(
-        "reveal",
-        "--model",
-        str(tiny_folder),
-        "--target",
-        str(_spec(tmp_path, 0.0)),
-        "--run",
-        str(run),
-        "--budget",
-        "6",
-        "--retain-budget",
-        "3",
-    )
+    same = ["--model", str(tiny_folder), "--run", str(run), "--budget", "6", "--retain-budget", "3"]
+    spec = str(_spec(tmp_path, 0.0))
+    first = run_rr("reveal", *same, "--target", spec)
     assert first.returncode == 0, first.stderr
     other = run_rr("reveal", "--model", str(tiny_folder), "--target", "person", "--run", str(run))
     assert other.returncode == 2
     assert "already holds a different run" in other.stderr
-    again = run_rr(
-        "reveal",
-        "--model",
-        str(tiny_folder),
-        "--target",
-        str(_spec(tmp_path, 0.0)),
-        "--run",
-        str(run),
-        "--budget",
-        "6",
-        "--retain-budget",
-        "3",
-    )
+    again = run_rr("reveal", *same, "--target", spec)
     assert again.returncode == 0 and "nothing to do" in again.stderr
 
 
