@@ -69,10 +69,6 @@ class CacheEntry:
             for name, size in files.items()
         )
 
-    def size_bytes(self) -> int:
-        """Bytes the entry takes on disk."""
-        return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
-
     def remove(self) -> None:
         """Delete the entry (it will be rebuilt on the next load)."""
         shutil.rmtree(self.path, ignore_errors=True)

