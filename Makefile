@@ -32,12 +32,11 @@ $(STAMP): pyproject.toml constraints.txt
 setup-vllm:
 	bash scripts/setup_vllm.sh
 
+# The whole story on the embedded model: reveal code, unlearn it in rounds, print before/after.
+# A finished demo run is read back (delete $(DEMO_RUN) or pass DEMO_RUN=... to start over).
 demo: setup
-	$(RR) models
-	$(RR) generate --model smollm2-135m --max-new-tokens 48 \
-		"What is the capital of France?" \
-		"Write a Python function that reverses a string." \
-		"Give me one tip for sleeping better."
+	$(RR) reveal --target code --run $(DEMO_RUN) --budget 32 --retain-budget 16
+	$(RR) release --run $(DEMO_RUN) --rounds 3
 
 test: setup setup-vllm
 	$(PY) -m pytest -q

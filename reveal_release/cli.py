@@ -10,6 +10,7 @@ import typer
 from reveal_release.console import err_console
 from reveal_release.embedded import DEFAULT_MODEL
 from reveal_release.errors import RRError
+from reveal_release.release.config import ReleaseConfig
 
 app = typer.Typer(
     help="reveal-release: make a language model forget a target without its training data.",
@@ -153,12 +154,84 @@ def reveal(
 @app.command()
 def release(
     run: RunOpt,
-    rounds: Annotated[int | None, typer.Option(help="Most rounds to run.")] = None,
-    update: Annotated[str, typer.Option(help="lora or r2f.")] = "lora",
-    loss: Annotated[str, typer.Option(help="npo, ga, refusal or simnpo.")] = "npo",
+    rounds: Annotated[int, typer.Option(min=1, help="Most rounds to run.")] = 3,
+    update: Annotated[str, typer.Option(help="Update rule: lora or r2f.")] = "lora",
+    loss: Annotated[str, typer.Option(help="Forget loss: npo, ga, refusal or simnpo.")] = "npo",
+    retain_loss: Annotated[str, typer.Option(help="Retain loss: nll or kl.")] = "nll",
+    steps: Annotated[int, typer.Option(help="Optimiser steps per round.")] = ReleaseConfig.steps,
+    lr: Annotated[
+        float, typer.Option(help="Learning rate of round k's module.")
+    ] = ReleaseConfig.lr,
+    rank: Annotated[int, typer.Option(help="LoRA rank r of each round.")] = ReleaseConfig.rank,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha (s = alpha / r).")] = ReleaseConfig.alpha,
+    batch_size: Annotated[int, typer.Option(help="Forget and retain sequences per step.")] = (
+        ReleaseConfig.batch_size
+    ),
+    retain_weight: Annotated[float, typer.Option(help="Weight a of the retain loss.")] = (
+        ReleaseConfig.retain_weight
+    ),
+    orth_weight: Annotated[float, typer.Option(help="Weight l1 of the O-LoRA term.")] = (
+        ReleaseConfig.orth_weight
+    ),
+    l2_weight: Annotated[float, typer.Option(help="Weight l2 of ||theta_k||^2.")] = (
+        ReleaseConfig.l2_weight
+    ),
+    beta: Annotated[float, typer.Option(help="NPO / SimNPO beta.")] = ReleaseConfig.beta,
+    target_modules: Annotated[
+        str, typer.Option(help="Comma-separated module names that get LoRA.")
+    ] = ",".join(ReleaseConfig.target_modules),
+    reveal_budget: Annotated[
+        int, typer.Option(help="Answers each later round samples to reveal again.")
+    ] = ReleaseConfig.reveal_budget,
+    stop_rate: Annotated[
+        float, typer.Option(help="Stop once the held-out reveal rate is at or below this.")
+    ] = ReleaseConfig.stop_rate,
+    converge: Annotated[
+        float,
+        typer.Option(help="End a round once the forget loss is below this x its first (0: off)."),
+    ] = ReleaseConfig.converge,
+    probes: Annotated[
+        int, typer.Option(min=0, help="Held-out probes per measurement (0: all).")
+    ] = 0,
+    qa: Annotated[
+        int, typer.Option(min=0, help="Retain QA questions per measurement (0: all).")
+    ] = 0,
+    checkpoint_every: Annotated[
+        int, typer.Option(min=1, help="Save training state every N steps (resume).")
+    ] = ReleaseConfig.checkpoint_every,
+    backend: Annotated[str, typer.Option(help="Sampler for the rounds' reveals: hf or vllm.")] = (
+        "hf"
+    ),
+    seed: int = 0,
+    trust_remote_code: bool = False,
 ) -> None:
-    """Unlearn what Reveal found, round after round, and merge the result."""
-    _not_yet("release", 4)
+    """Unlearn what Reveal found, round after round; write DIR/round-K/ and DIR/model/."""
+    from reveal_release.release.cli_run import release_command
+
+    cfg = ReleaseConfig(
+        rounds=rounds,
+        update=update,
+        loss=loss,
+        retain_loss=retain_loss,
+        steps=steps,
+        lr=lr,
+        rank=rank,
+        alpha=alpha,
+        batch_size=batch_size,
+        retain_weight=retain_weight,
+        orth_weight=orth_weight,
+        l2_weight=l2_weight,
+        beta=beta,
+        target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
+        reveal_budget=reveal_budget,
+        stop_rate=stop_rate,
+        converge=converge,
+        probe_limit=probes,
+        qa_limit=qa,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+    )
+    release_command(run=run, cfg=cfg, backend=backend, trust_remote_code=trust_remote_code)
 
 
 @app.command(name="eval")
@@ -174,11 +247,18 @@ def evaluate(
 @app.command()
 def export(
     run: RunOpt,
-    out: Annotated[Path, typer.Option(help="Where to write the export.")],
-    format: Annotated[str, typer.Option(help="merged or adapters.")] = "merged",
+    out: Annotated[Path, typer.Option(help="Where to write the export (a new folder).")],
+    format: Annotated[
+        str, typer.Option(help="merged (full checkpoint) or adapters (one PEFT LoRA).")
+    ] = "merged",
 ) -> None:
-    """Write the merged checkpoint, or the rounds' adapters as one PEFT adapter."""
-    _not_yet("export", 4)
+    """Write the released model: a merged checkpoint, or the rounds' modules as one adapter."""
+    from reveal_release.console import table
+    from reveal_release.release.export import export_run
+    from reveal_release.runs import RunDir
+
+    info = export_run(RunDir.load(run), out, format)
+    table("export", list(info), [list(info.values())])
 
 
 @r2f_app.command("fit")

@@ -128,6 +128,13 @@ class RunDir:
         """What a stage recorded when it finished (empty if it has not)."""
         return self.manifest["stages"].get(stage, {}).get("info", {})
 
+    def reopen(self, stage: str) -> None:
+        """Mark a finished stage pending again (it keeps its files), e.g. to add rounds."""
+        entry = self.manifest["stages"].get(stage)
+        if entry:
+            entry["status"] = "pending"
+            self.save()
+
     @contextmanager
     def stage(self, name: str, config: dict[str, Any] | None = None) -> Iterator[Stage]:
         """Run a stage once: skipped (done=True) if finished, else marked running then done.

@@ -16,8 +16,8 @@ def test_help_lists_every_command():
 @pytest.mark.parametrize(
     "args",
     [
-        ["release", "--run", "runs/x"],
-        ["export", "--run", "runs/x", "--out", "out"],
+        ["release", "--run", "runs/x", "--update", "r2f"],
+        ["eval", "--run", "runs/x"],
         ["r2f", "fit", "--proxy", "smollm2-135m", "--out", "d"],
     ],
 )

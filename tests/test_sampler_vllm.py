@@ -200,6 +200,34 @@ class TestRealVLLM:
         back, _ = sampler.generate(prompts, GREEDY)
         assert [g.text for g in back] == [g.text for g in base]
 
+    def test_exported_round_stack_serves_as_one_lora(
+        self, sampler: VLLMSampler, embedded, tmp_path: Path
+    ) -> None:
+        """`rr export --format adapters` output: two rank-8 rounds become one rank-16 LoRA."""
+        import dataclasses
+
+        from reveal_release.release.export import concat_adapters
+        from reveal_release.release.lora import apply_adapter
+        from reveal_release.reveal.samplers.hf import HFSampler
+
+        rounds = [_save_adapter(embedded, tmp_path / f"round-{k}", seed=10 + k) for k in (1, 2)]
+        stacked = tmp_path / "stacked"
+        stacked.mkdir()
+        assert concat_adapters(rounds, stacked)["r"] == 16
+        merged = copy.deepcopy(embedded.model)
+        for folder in rounds:
+            merged = apply_adapter(merged, folder)
+        prompts = ["What is the capital of France?", "Why is the sky blue?"]
+        hf, _ = HFSampler(dataclasses.replace(embedded, model=merged)).generate(prompts, GREEDY)
+        sampler.set_lora(str(stacked))
+        try:
+            served, _ = sampler.generate(prompts, GREEDY)
+        finally:
+            sampler.set_lora(None)
+        base, _ = sampler.generate(prompts, GREEDY)
+        assert [g.text for g in served] == [g.text for g in hf]
+        assert [g.text for g in served] != [g.text for g in base]
+
     def test_close_leaves_no_process(self, sampler: VLLMSampler) -> None:
         assert sampler.proc is not None
         pgid = sampler.proc.pid

@@ -19,6 +19,10 @@ from reveal_release.targets.judges import make_judge
 from reveal_release.targets.spec import TargetSpec, instructions_dir, read_pool
 
 
+class NothingRevealed(RRError):
+    """The search found no answer relevant to the target (Release reads it as: target gone)."""
+
+
 @dataclass(frozen=True)
 class RevealConfig:
     """Settings of one reveal: the forget search, then the retain search."""
@@ -151,7 +155,7 @@ def run_reveal(
     samples = sum(len(p.responses) for p in forget_res.pulls)
     if not forget:
         best = max((p.relevance for p in forget_res.pulls), default=0.0)
-        raise RRError(
+        raise NothingRevealed(
             f"the model revealed nothing relevant to '{spec.identity()}' in {samples} samples "
             f"(best mean relevance {best:.2f}, threshold {spec.threshold}): raise --budget, "
             f"check the target's judge and instructions, or the model may not know the target "
@@ -161,16 +165,20 @@ def run_reveal(
     def not_target(texts: Sequence[str]) -> list[float]:
         return [1.0 - s for s in judge.score(texts)]
 
-    retain_budget = cfg.retain_budget if cfg.retain_budget is not None else cfg.budget // 2
-    retain_res = search("retain", spec.retain_pool, not_target, max(retain_budget, 1), 1)
-    log += _log_rows(retain_res.pulls, "retain", round_)
-    retain = _dedupe(
-        _rows(retain_res.pulls, lambda s: s >= 1.0 - cfg.retain_max, round_),
-        resp_feats,
-        cfg.max_cosine,
-    )
+    retain_budget = cfg.retain_budget if cfg.retain_budget is not None else max(cfg.budget // 2, 1)
+    retain: list[dict] = []
+    retain_tokens = 0
+    if retain_budget > 0:  # 0: forget search only (Release rounds keep the first retain set)
+        retain_res = search("retain", spec.retain_pool, not_target, retain_budget, 1)
+        log += _log_rows(retain_res.pulls, "retain", round_)
+        retain = _dedupe(
+            _rows(retain_res.pulls, lambda s: s >= 1.0 - cfg.retain_max, round_),
+            resp_feats,
+            cfg.max_cosine,
+        )
+        retain_tokens = retain_res.tokens
+        run.write_jsonl(f"{out}/retain.jsonl", retain)
     run.write_jsonl(f"{out}/forget.jsonl", forget)
-    run.write_jsonl(f"{out}/retain.jsonl", retain)
     run.write_jsonl(f"{out}/bandit.jsonl", log)
 
     by_arm: dict[str, list[float]] = {}
@@ -192,7 +200,7 @@ def run_reveal(
         yield_rate=float(np.mean([s >= spec.threshold for s in all_scores])),
         forget_relevance=float(np.mean([r["relevance"] for r in forget])),
         instructions_used=len({r["instruction"] for r in forget}),
-        tokens=forget_res.tokens + retain_res.tokens,
+        tokens=forget_res.tokens + retain_tokens,
         seconds=time.perf_counter() - start,
         best=best,
     )

@@ -1,0 +1,1 @@
+"""Release: iterative O-LoRA unlearning rounds, merge and export."""

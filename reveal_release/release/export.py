@@ -1,0 +1,99 @@
+"""`rr export`: the merged checkpoint, or every round's module concatenated into one adapter.
+
+Concatenation: with each round's update s_j B_j A_j, stacking A_j as rows and s_j B_j as
+columns gives one module of rank sum(r_j) whose B A equals the sum of the rounds' updates;
+saved with lora_alpha = rank (PEFT scaling 1), so PEFT and vLLM serve it as a single LoRA.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from reveal_release.atomic import atomic_dir, atomic_write_json
+from reveal_release.errors import RRError
+from reveal_release.release.lora import ADAPTER_FILE, read_adapter
+from reveal_release.runs import RunDir
+
+FORMATS = ("merged", "adapters")
+
+
+def trained_rounds(run: RunDir) -> list[Path]:
+    """The adapter folders of the rounds that trained, in order."""
+    out = []
+    k = 1
+    while run.path(f"round-{k}").exists():
+        folder = run.path(f"round-{k}", "adapter")
+        if run.is_done(f"round-{k}") and folder.exists():
+            out.append(folder)
+        k += 1
+    return out
+
+
+def _scaling(config: dict) -> float:
+    if config.get("use_rslora"):
+        return config["lora_alpha"] / config["r"] ** 0.5
+    return config["lora_alpha"] / config["r"]
+
+
+def concat_adapters(folders: list[Path], out: Path) -> dict:
+    """Write one PEFT adapter equal to the sum of the rounds' modules; return its config."""
+    import torch
+    from safetensors.torch import save_file
+
+    configs = [json.loads((f / "adapter_config.json").read_text()) for f in folders]
+    mods = [read_adapter(f) for f in folders]
+    names = sorted(set().union(*mods))
+    tensors = {}
+    rank = None
+    for name in names:
+        a_parts, b_parts = [], []
+        for cfg, mod in zip(configs, mods, strict=True):
+            if name in mod:
+                a, b = mod[name]
+            else:  # a module this round did not adapt: a zero block keeps the ranks aligned
+                ref = next(m[name] for m in mods if name in m)
+                a, b = torch.zeros_like(ref[0][: cfg["r"]]), torch.zeros(ref[1].shape[0], cfg["r"])
+            a_parts.append(a)
+            b_parts.append(_scaling(cfg) * b)
+        tensors[f"{name}.lora_A.weight"] = torch.cat(a_parts, 0).contiguous()
+        tensors[f"{name}.lora_B.weight"] = torch.cat(b_parts, 1).contiguous()
+        rank = tensors[f"{name}.lora_A.weight"].shape[0]
+    config = dict(configs[0])
+    modules = sorted({m for c in configs for m in c.get("target_modules") or []})
+    config.update(r=rank, lora_alpha=rank, use_rslora=False, target_modules=modules)
+    config.pop("rank_pattern", None)
+    config.pop("alpha_pattern", None)
+    save_file(tensors, str(out / ADAPTER_FILE), metadata={"format": "pt"})
+    atomic_write_json(out / "adapter_config.json", config)
+    return config
+
+
+def export_run(run: RunDir, out: Path, fmt: str) -> dict:
+    """Export a released run; returns what was written, for the summary."""
+    if fmt not in FORMATS:
+        raise RRError(f"unknown export format '{fmt}': choose merged or adapters")
+    folders = trained_rounds(run)
+    if not folders:
+        raise RRError(
+            f"{run.root} has no finished release round: run `rr release --run {run.root}` first"
+        )
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise RRError(f"{out} exists and is not empty: choose a new --out path")
+    if fmt == "merged":
+        src = run.path("model")
+        if not (src / "config.json").is_file():
+            raise RRError(f"{src} holds no merged model: rerun `rr release --run {run.root}`")
+        with atomic_dir(out) as tmp:
+            for f in src.iterdir():
+                shutil.copy2(f, tmp / f.name)
+        return {"format": fmt, "path": str(out), "rounds": len(folders)}
+    with atomic_dir(out) as tmp:
+        config = concat_adapters(folders, tmp)
+        base = run.manifest.get("model", {}).get("folder")
+        if base:
+            config["base_model_name_or_path"] = base
+            atomic_write_json(tmp / "adapter_config.json", config)
+    return {"format": fmt, "path": str(out), "rounds": len(folders), "rank": config["r"]}

@@ -1,0 +1,242 @@
+"""`rr release` and `rr export` end to end through the real command line on a tiny model."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, run_rr
+
+from reveal_release.atomic import read_jsonl
+
+# Small, fast settings: the tiny random model trains in milliseconds per step.
+FAST = ["--steps", "6", "--probes", "3", "--qa", "4", "--reveal-budget", "4", "--batch-size", "2"]
+
+
+def _spec(tmp_path: Path) -> Path:
+    """Code pools with threshold 0, so a random model's text counts as revealing the target."""
+    spec = tmp_path / "anything.toml"
+    spec.write_text(
+        'name = "anything"\nthreshold = 0.0\n[judge]\nname = "code"\n'
+        '[reveal]\npool = "code.txt"\n[retain]\npool = "retain.txt"\n'
+        '[heldout]\npool = "heldout/code.txt"\n'
+    )
+    return spec
+
+
+@pytest.fixture(scope="module")
+def revealed(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run folder after `rr reveal` with the tiny model."""
+    tmp = tmp_path_factory.mktemp("revealed")
+    run = tmp / "run"
+    out = run_rr(
+        "reveal", "--model", str(tiny_folder), "--target", str(_spec(tmp)), "--run", str(run),
+        "--budget", "6", "--retain-budget", "4",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return run
+
+
+def _copy(run: Path, tmp_path: Path, name: str = "run") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(run, dst)
+    return dst
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_release_writes_rounds_a_loadable_model_and_exports(revealed, tiny_folder, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run = _copy(revealed, tmp_path)
+    out = run_rr("release", "--run", str(run), "--rounds", "2", *FAST)
+    assert out.returncode == 0, out.stderr
+    assert "before / after" in out.stdout and "held-out reveal" in out.stdout
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["stages"]["release"]["status"] == "done"
+    for k in (1, 2):
+        assert manifest["stages"][f"round-{k}"]["status"] == "done"
+        assert (run / f"round-{k}" / "adapter" / "adapter_config.json").is_file()
+        assert read_jsonl(run / f"round-{k}" / "forget.jsonl")
+        metrics = json.loads((run / f"round-{k}" / "metrics.json").read_text())
+        assert {"heldout_reveal_rate", "retain_accuracy", "perplexity"} <= set(metrics)
+        assert not (run / f"round-{k}" / "train-state.json").exists()  # cleaned up when done
+    # Round 2 revealed again from the round-1 model, warm-starting its bandit.
+    assert (run / "round-2" / "reveal" / "forget.jsonl").is_file()
+    assert json.loads((run / "round-2" / "metrics.json").read_text())["interference"] is not None
+
+    ids = torch.tensor([[1, 17, 300, 42, 9, 5]])
+    model = AutoModelForCausalLM.from_pretrained(run / "model").eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
+    with torch.no_grad():
+        released, original = model(input_ids=ids).logits, base(input_ids=ids).logits
+    assert not torch.allclose(released, original, atol=1e-4)
+
+    merged = tmp_path / "merged"
+    assert run_rr("export", "--run", str(run), "--out", str(merged)).returncode == 0
+    assert (merged / "tokenizer.json").is_file()
+    again = AutoModelForCausalLM.from_pretrained(merged).eval()
+    with torch.no_grad():
+        assert torch.equal(again(input_ids=ids).logits, released)
+
+    adapters = tmp_path / "adapters"
+    res = run_rr("export", "--run", str(run), "--out", str(adapters), "--format", "adapters")
+    assert res.returncode == 0, res.stderr
+    config = json.loads((adapters / "adapter_config.json").read_text())
+    assert config["r"] == 16  # two rounds of rank 8: ranks add up
+    stacked = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_folder), adapters)
+    with torch.no_grad():
+        assert torch.allclose(stacked.eval()(input_ids=ids).logits, released, atol=1e-4)
+
+    # Asking for more rounds later goes on from the finished run (a third round here).
+    more = run_rr("release", "--run", str(run), "--rounds", "3", *FAST)
+    assert more.returncode == 0, more.stderr
+    assert (run / "round-3" / "metrics.json").is_file()
+
+
+def _popen(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reveal_release.cli", *args],
+        cwd=REPO,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before the kill: make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _status(run: Path, stage: str) -> str:
+    try:
+        return json.loads((run / "run.json").read_text())["stages"].get(stage, {}).get("status", "")
+    except ValueError:
+        return ""
+
+
+def test_killed_release_resumes_inside_and_between_rounds(revealed, tmp_path):
+    args = ["--rounds", "2", *FAST, "--steps", "60", "--checkpoint-every", "5"]
+    whole = _copy(revealed, tmp_path, "whole")
+    assert run_rr("release", "--run", str(whole), *args).returncode == 0
+    want = _weights(whole / "model")
+
+    run = _copy(revealed, tmp_path, "killed")
+    # Inside round 1: killed after a training checkpoint.
+    proc = _popen(["release", "--run", str(run), *args])
+    _kill_when(proc, lambda: (run / "round-1" / "train-state.json").exists())
+    assert _status(run, "round-1") == "running"
+    # Between rounds: round 1 finished, round 2 under way.
+    proc = _popen(["release", "--run", str(run), *args])
+    _kill_when(proc, lambda: _status(run, "round-1") == "done")
+    assert _status(run, "round-2") in ("", "running")
+    out = run_rr("release", "--run", str(run), *args)
+    assert out.returncode == 0, out.stderr
+    got = _weights(run / "model")
+    assert set(got) == set(want)
+    for name, w in want.items():
+        assert torch.allclose(got[name], w, atol=1e-5), name
+    for k in (1, 2):
+        a = json.loads((run / f"round-{k}" / "metrics.json").read_text())
+        b = json.loads((whole / f"round-{k}" / "metrics.json").read_text())
+        assert a["heldout_reveal_rate"] == b["heldout_reveal_rate"]
+
+
+def test_release_without_reveal_stage(tmp_path):
+    from reveal_release.runs import RunDir
+
+    RunDir.open(tmp_path / "run", {"target": "code"})
+    out = run_rr("release", "--run", str(tmp_path / "run"))
+    assert out.returncode == 2
+    assert "has no finished reveal stage: run `rr reveal --run" in out.stderr
+    out = run_rr("release", "--run", str(tmp_path / "nothing-here"))
+    assert out.returncode == 2 and "is not a run folder" in out.stderr
+
+
+def test_empty_and_irrelevant_forget_sets(revealed, tmp_path):
+    run = _copy(revealed, tmp_path)
+    forget = run / "reveal" / "forget.jsonl"
+    rows = read_jsonl(forget)
+    forget.write_text("")
+    out = run_rr("release", "--run", str(run))
+    assert out.returncode == 2 and "forget set" in out.stderr and "is empty" in out.stderr
+    # A spec threshold above every score: nothing to forget.
+    manifest = json.loads((run / "run.json").read_text())
+    spec = Path(manifest["stages"]["reveal"]["config"]["target"])
+    strict = tmp_path / "strict.toml"
+    strict.write_text(spec.read_text().replace("threshold = 0.0", "threshold = 0.99"))
+    manifest["stages"]["reveal"]["config"]["target"] = str(strict)
+    (run / "run.json").write_text(json.dumps(manifest))
+    forget.write_text("".join(json.dumps({**r, "relevance": 0.1}) + "\n" for r in rows))
+    out = run_rr("release", "--run", str(run))
+    assert out.returncode == 2 and "reaches the target's threshold 0.99" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--loss", "nope"], "unknown forget loss 'nope': choose one of ga, npo, refusal, simnpo"),
+        (["--retain-loss", "x"], "unknown retain loss 'x': choose one of kl, nll"),
+        (["--update", "x"], "unknown update rule 'x'"),
+        (["--rank", "0"], "--rank must be between 1 and 256"),
+    ],
+)
+def test_bad_options_fail_before_any_work(revealed, tmp_path, args, message):
+    run = _copy(revealed, tmp_path)
+    out = run_rr("release", "--run", str(run), *args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert not (run / "round-1").exists()
+
+
+def test_disk_full_while_saving_keeps_every_finished_round(revealed, tmp_path, monkeypatch):
+    import dataclasses
+
+    from reveal_release import atomic
+    from reveal_release.errors import RRError
+    from reveal_release.models import load_model
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.release.rounds import run_release
+    from reveal_release.runs import RunDir
+    from reveal_release.targets.spec import load_target
+
+    run = _copy(revealed, tmp_path)
+    reveal_cfg = RunDir.load(run).manifest["stages"]["reveal"]["config"]
+    spec = load_target(reveal_cfg["target"])
+    cfg = ReleaseConfig(rounds=2, steps=4, batch_size=2, probe_limit=3, qa_limit=4, reveal_budget=4)
+    model = load_model(reveal_cfg["model"])
+    run_release(RunDir.load(run), model, spec, dataclasses.replace(cfg, rounds=1))
+    round1 = (run / "round-1" / "adapter" / "adapter_model.safetensors").read_bytes()
+    model1 = (run / "model" / "model.safetensors").read_bytes()
+
+    def full_disk(*a, **kw):  # the disk fills up when round 2 writes its first folder
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.tempfile, "mkdtemp", full_disk)
+    with pytest.raises(RRError, match="no space left"):
+        run_release(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg)
+    assert _status(run, "round-2") == "failed"
+    assert (run / "round-1" / "adapter" / "adapter_model.safetensors").read_bytes() == round1
+    assert (run / "model" / "model.safetensors").read_bytes() == model1
+    monkeypatch.undo()
+    summary = run_release(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg)
+    assert len(summary.rounds) == 2 and _status(run, "round-2") == "done"
