@@ -157,7 +157,9 @@ def release(
     rounds: Annotated[int, typer.Option(min=1, help="Most rounds to run.")] = 3,
     update: Annotated[str, typer.Option(help="Update rule: lora or r2f.")] = "lora",
     loss: Annotated[str, typer.Option(help="Forget loss: npo, ga, refusal or simnpo.")] = "npo",
-    retain_loss: Annotated[str, typer.Option(help="Retain loss: nll or kl.")] = "nll",
+    retain_loss: Annotated[
+        str, typer.Option(help="Retain loss: kl or nll.")
+    ] = ReleaseConfig.retain_loss,
     steps: Annotated[int, typer.Option(help="Optimiser steps per round.")] = ReleaseConfig.steps,
     lr: Annotated[
         float, typer.Option(help="Learning rate of round k's module.")

@@ -16,7 +16,7 @@ class ReleaseConfig:
     rounds: int = 3
     update: str = "lora"
     loss: str = "npo"
-    retain_loss: str = "nll"
+    retain_loss: str = "kl"
     # L = L_forget + retain_weight * L_retain + orth_weight * L_orth + l2_weight * ||theta_k||^2
     retain_weight: float = 1.0
     orth_weight: float = 0.5
