@@ -20,8 +20,8 @@ from pathlib import Path
 from reveal_release.console import human_bytes, table
 
 VARIANTS = {
-    "default (NPO, orth 0.5, iterative)": [],
-    "orthogonality weight 0": ["--orth-weight", "0"],
+    "default: NPO, orth 0.5": [],
+    "orth weight 0": ["--orth-weight", "0"],
     "gradient ascent": ["--loss", "ga"],
 }
 
@@ -71,7 +71,7 @@ def main() -> None:
     # One round with the same total training steps as the default's rounds.
     default_rounds = rounds_of(results[next(iter(VARIANTS))][0])
     total = sum(r["train_steps"] for r in default_rounds)
-    name = f"one round, {total} steps"
+    name = f"1 round, {total} steps"
     folder = args.out / "one-round"
     results[name] = (folder, release(args.reveal, folder, ["--rounds", "1", "--steps", str(total)]))
     for name, (folder, secs) in results.items():
@@ -83,20 +83,20 @@ def main() -> None:
                 name,
                 len(rs),
                 sum(r["train_steps"] for r in rs),
-                " → ".join(f"{r['heldout_reveal_rate']:.2f}" for r in rs),
+                ">".join(f"{r['heldout_reveal_rate']:.2f}" for r in rs),
                 last["retain_ratio"],
                 last["ppl_ratio"],
                 sum(r["train_seconds"] for r in rs) / len(rs),
                 sum(r["round_seconds"] for r in rs) / len(rs),
                 human_bytes(max(r["peak_rss_bytes"] for r in rs)),
-                round(secs) if secs > 1 else "done before",
+                round(secs) if secs > 20 else "earlier",
             )
         )
     table(
         f"release variants (base: held-out reveal {base['heldout_reveal_rate']:.2f}, "
         f"retain acc. {base['retain_accuracy']:.2f}, perplexity {base['perplexity']:.2f})",
-        ["variant", "rounds", "steps", "held-out reveal by round", "retain / base", "ppl / base",
-         "train s/round", "round s", "peak RSS", "wall s"],
+        ["variant", "rounds", "steps", "held-out reveal", "retain/base", "ppl/base",
+         "train s/rnd", "s/round", "peak RSS", "wall s"],
         rows,
     )  # fmt: skip
 
