@@ -188,6 +188,12 @@ def release(
     stop_rate: Annotated[
         float, typer.Option(help="Stop once the held-out reveal rate is at or below this.")
     ] = ReleaseConfig.stop_rate,
+    min_retain_ratio: Annotated[
+        float, typer.Option(help="Utility budget: retain accuracy at least this x the base's.")
+    ] = ReleaseConfig.min_retain_ratio,
+    max_ppl_ratio: Annotated[
+        float, typer.Option(help="Utility budget: perplexity at most this x the base's.")
+    ] = ReleaseConfig.max_ppl_ratio,
     converge: Annotated[
         float,
         typer.Option(help="End a round once the forget loss is below this x its first (0: off)."),
@@ -227,6 +233,8 @@ def release(
         target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
         reveal_budget=reveal_budget,
         stop_rate=stop_rate,
+        min_retain_ratio=min_retain_ratio,
+        max_ppl_ratio=max_ppl_ratio,
         converge=converge,
         probe_limit=probes,
         qa_limit=qa,

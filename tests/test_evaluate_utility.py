@@ -113,3 +113,19 @@ def test_embedded_reveal_rate_on_four_code_probes(embedded):
     assert result.n == 4 and len(result.rows) == 4
     assert 0.0 <= result.rate <= 1.0 and 0.0 <= result.mean_score <= 1.0
     assert [r["prompt"] for r in result.rows] == spec.heldout_pool[:4]
+
+
+def test_qa_questions_are_in_no_instruction_pool():
+    """Retain accuracy is held out: no QA question may appear in a reveal, retain or meta pool."""
+    import re
+
+    from reveal_release.targets.spec import instructions_dir
+
+    def norm(s: str) -> str:
+        return re.sub(r"[^a-z0-9 ]", "", s.lower()).strip()
+
+    questions = {norm(it.question) for it in load_qa()}
+    for pool in instructions_dir().rglob("*.txt"):
+        lines = [ln for ln in pool.read_text().splitlines() if ln and not ln.startswith("#")]
+        shared = [ln for ln in lines if norm(ln) in questions]
+        assert not shared, f"{pool} holds QA questions: {shared}"

@@ -240,3 +240,32 @@ def test_disk_full_while_saving_keeps_every_finished_round(revealed, tmp_path, m
     monkeypatch.undo()
     summary = run_release(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg)
     assert len(summary.rounds) == 2 and _status(run, "round-2") == "done"
+
+
+def test_a_round_that_spends_the_utility_budget_is_rolled_back(revealed, tmp_path):
+    import dataclasses
+
+    from reveal_release.models import load_model
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.release.export import export_run
+    from reveal_release.release.rounds import run_release
+    from reveal_release.runs import RunDir
+    from reveal_release.targets.spec import load_target
+
+    run = _copy(revealed, tmp_path)
+    reveal_cfg = RunDir.load(run).manifest["stages"]["reveal"]["config"]
+    spec = load_target(reveal_cfg["target"])
+    cfg = ReleaseConfig(rounds=1, steps=4, batch_size=2, probe_limit=3, qa_limit=4, reveal_budget=4)
+    cfg = dataclasses.replace(cfg, max_ppl_ratio=100.0)
+    run_release(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg)
+    model1 = (run / "model" / "model.safetensors").read_bytes()
+    # A budget no model meets: round 2 trains and is measured, then rolled back.
+    strict = dataclasses.replace(cfg, rounds=2, max_ppl_ratio=1e-6)
+    summary = run_release(RunDir.load(run), load_model(reveal_cfg["model"]), spec, strict)
+    assert "utility budget spent" in summary.stop_reason
+    assert summary.stop_reason.endswith("rolled back to round 1")
+    m2 = json.loads((run / "round-2" / "metrics.json").read_text())
+    assert m2["rolled_back"] and (run / "round-2" / "adapter").is_dir()
+    assert (run / "model" / "model.safetensors").read_bytes() == model1
+    info = export_run(RunDir.load(run), tmp_path / "lora", "adapters")
+    assert info["rounds"] == 1 and info["rank"] == 8

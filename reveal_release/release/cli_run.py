@@ -105,7 +105,7 @@ def print_summary(rd: Any, title: str) -> None:
     for r in rounds:
         rows.append(
             (
-                r["round"],
+                f"{r['round']} (rolled back)" if r.get("rolled_back") else r["round"],
                 r["heldout_reveal_rate"],
                 r["retain_accuracy"],
                 r["perplexity"],
@@ -133,10 +133,13 @@ def print_summary(rd: Any, title: str) -> None:
     )
     if not rounds:
         return
-    last = rounds[-1]
+    kept = [r for r in rounds if r.get("trained") and not r.get("rolled_back")]
+    if not kept:
+        return
+    last = kept[-1]  # the model in DIR/model
     table(
         "before / after",
-        ["metric", "before", "after", "after / before"],
+        ["metric", "before", f"after round {last['round']}", "after / before"],
         [
             ("held-out reveal rate", base["heldout_reveal_rate"], last["heldout_reveal_rate"], "-"),
             (
@@ -155,7 +158,7 @@ def print_summary(rd: Any, title: str) -> None:
         "example answers (held-out probes)",
         ["probe", "before", "after"],
         [
-            (e["prompt"], _short(e["response"]), _short(after[e["prompt"]]["response"]))
+            (_short(e["prompt"], 48), _short(e["response"]), _short(after[e["prompt"]]["response"]))
             for e in shown[:2]
         ],
     )

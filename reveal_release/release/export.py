@@ -25,7 +25,8 @@ def trained_rounds(run: RunDir) -> list[Path]:
     k = 1
     while run.path(f"round-{k}").exists():
         folder = run.path(f"round-{k}", "adapter")
-        if run.is_done(f"round-{k}") and folder.exists():
+        rolled_back = run.stage_info(f"round-{k}").get("rolled_back")
+        if run.is_done(f"round-{k}") and folder.exists() and not rolled_back:
             out.append(folder)
         k += 1
     return out

@@ -161,7 +161,7 @@ def run_release(
         with run.stage(round_dir(k)) as st:
             if st.done:
                 summary.rounds.append(st.info)
-                if st.info.get("trained"):
+                if st.info.get("trained") and not st.info.get("rolled_back"):
                     say("phase", round=k, phase="rebuilding from the saved adapter")
                     current = dataclasses.replace(
                         current, model=apply_adapter(current.model, folder / "adapter")
@@ -257,9 +257,15 @@ def run_release(
                 peak_rss_bytes=peak_rss_bytes(),
             )
             m["stop_kind"], m["stop"] = _decide(m, cfg, k)
+            if m["stop_kind"] == "budget" and k > 1:
+                # Keep the last model within the utility budget: round k is measured and
+                # kept on disk, but not merged into DIR/model, exported or built upon.
+                m["rolled_back"] = True
+                m["stop"] += f": rolled back to round {k - 1}"
             run.write_json(f"{round_dir(k)}/metrics.json", m)
-            say("phase", round=k, phase="saving the merged model")
-            save_model(run, current, k)
+            if not m.get("rolled_back"):
+                say("phase", round=k, phase="saving the merged model")
+                save_model(run, current, k)
             st.info.update({key: v for key, v in m.items() if key != "examples"})
             summary.rounds.append(st.info)
             if m["stop"]:
