@@ -108,18 +108,19 @@ def _trained(run: RunDir, k: int) -> TrainResult | None:
 
 
 def _decide(m: dict[str, Any], cfg: ReleaseConfig, k: int) -> tuple[str, str]:
-    """(kind, reason) to stop after round k; ('', '') to go on."""
+    """(kind, reason) to stop after round k; ('', '') to go on. Utility comes first."""
     if m.get("train_stopped"):
         why = f"round {k} training stopped ({m['train_stopped']}): kept the last good weights"
         return "train", why
     rate = m["heldout_reveal_rate"]
-    if rate <= cfg.stop_rate:
-        return "gone", f"target gone: held-out reveal rate {rate:.2f} <= {cfg.stop_rate}"
     if m["retain_ratio"] < cfg.min_retain_ratio or m["ppl_ratio"] > cfg.max_ppl_ratio:
         return "budget", (
-            f"utility budget spent: retain {m['retain_ratio']:.2f}x (min {cfg.min_retain_ratio}), "
-            f"perplexity {m['ppl_ratio']:.2f}x (max {cfg.max_ppl_ratio})"
+            f"utility budget spent in round {k}: retain {m['retain_ratio']:.2f}x "
+            f"(min {cfg.min_retain_ratio}), perplexity {m['ppl_ratio']:.2f}x "
+            f"(max {cfg.max_ppl_ratio}), held-out reveal rate {rate:.2f}"
         )
+    if rate <= cfg.stop_rate:
+        return "gone", f"target gone: held-out reveal rate {rate:.2f} <= {cfg.stop_rate}"
     if k >= cfg.rounds:
         return "rounds", f"{k} rounds done (held-out reveal rate {rate:.2f})"
     return "", ""
