@@ -12,6 +12,7 @@ under the reference model (`ref_logp`, the model before this round: adapters off
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 from reveal_release.registry import Registry
@@ -19,24 +20,24 @@ from reveal_release.release.config import ReleaseConfig
 from reveal_release.release.data import IGNORE
 
 
-class ForgetLoss:
+class ForgetLoss(ABC):
     """A forget objective over per-sequence answer log-probabilities."""
 
     needs_reference: bool = False
     refusal_data: bool = False  # trains on refusals to the forget prompts instead
     bounded: bool = True  # >= 0 and near 0 once forgotten, so convergence can end a round
 
+    @abstractmethod
     def __call__(self, logp: Any, n: Any, ref_logp: Any, cfg: ReleaseConfig) -> Any:
         """The loss to minimise (a scalar tensor)."""
-        raise NotImplementedError
 
 
-class RetainLoss:
+class RetainLoss(ABC):
     """A retain objective over a batch of retain sequences."""
 
+    @abstractmethod
     def __call__(self, model: Any, batch: dict, cfg: ReleaseConfig) -> Any:
         """The loss to minimise (a scalar tensor)."""
-        raise NotImplementedError
 
 
 FORGET_LOSSES: Registry[type[ForgetLoss]] = Registry("forget loss")
