@@ -24,6 +24,7 @@ app.add_typer(r2f_app, name="r2f")
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Embedded alias, local folder, .gguf file or hub id.")
 ]
+EVAL_ATTACKS = ("relearn", "quant-int8", "quant-int4", "rephrase", "jailbreak", "mia")
 RunOpt = Annotated[Path, typer.Option("--run", help="The run folder.")]
 
 
@@ -247,11 +248,59 @@ def release(
 @app.command(name="eval")
 def evaluate(
     run: Annotated[Path | None, typer.Option("--run", help="The run folder.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
-    target: Annotated[str | None, typer.Option()] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="A model outside a run (with --target).")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Target for --model.")] = None,
+    base: Annotated[
+        str | None, typer.Option(help="With --model: the original model, for before figures.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default DIR/report, or rr-eval/report).")
+    ] = None,
+    attacks: Annotated[
+        str, typer.Option(help="all, none, or some of: " + ",".join(EVAL_ATTACKS))
+    ] = "all",
+    baseline: Annotated[
+        bool, typer.Option(help="Train the one-shot gradient-ascent baseline for the plot.")
+    ] = True,
+    probes: Annotated[int, typer.Option(min=0, help="Held-out probes to use (0: all).")] = 0,
+    qa: Annotated[int, typer.Option(min=0, help="General QA questions (0: all).")] = 0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Answer length per probe.")] = 64,
+    relearn_samples: Annotated[int, typer.Option(min=1, help="Relearning attack data.")] = 8,
+    relearn_steps: Annotated[int, typer.Option(min=1, help="Relearning attack steps.")] = 8,
+    relearn_lr: Annotated[float, typer.Option(help="Relearning attack learning rate.")] = 5e-4,
+    report_only: Annotated[
+        bool, typer.Option(help="Rebuild the report from its metrics.json; load no model.")
+    ] = False,
+    seed: int = 0,
+    trust_remote_code: bool = False,
 ) -> None:
     """Held-out forgetting, utility and robustness attacks, with a report."""
-    _not_yet("eval", 6)
+    from reveal_release.evaluate.cli_eval import eval_command, parse_attacks
+    from reveal_release.evaluate.runner import EvalSettings
+
+    settings = EvalSettings(
+        max_new_tokens=max_new_tokens,
+        probe_limit=probes,
+        qa_limit=qa,
+        attacks=parse_attacks(attacks),
+        baseline=baseline,
+        relearn_samples=relearn_samples,
+        relearn_steps=relearn_steps,
+        relearn_lr=relearn_lr,
+        seed=seed,
+    )
+    eval_command(
+        run=run,
+        model=model,
+        target=target,
+        base=base,
+        out=out,
+        settings=settings,
+        report_only=report_only,
+        trust_remote_code=trust_remote_code,
+    )
 
 
 @app.command()

@@ -84,3 +84,49 @@ def run_rr(*args: str, env: dict | None = None, timeout: int = 600) -> subproces
         timeout=timeout,
         cwd=REPO,
     )
+
+
+def build_parrot(tokenizer, text: str):
+    """A real tiny Llama wired by hand to answer every prompt with `text`, then stop.
+
+    Attention and MLP outputs are zero, so each position sees only its own token; the
+    embedding gives each token of `text` its own axis (every other token shares axis 0) and
+    the head maps axis i to the token after it: a bigram chain that greedy decoding follows.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    chain = tokenizer(text, add_special_tokens=False).input_ids
+    assert len(set(chain)) == len(chain), "the parrot's text needs distinct tokens"
+    hidden = 64
+    assert len(chain) + 1 <= hidden
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = model.model.embed_tokens.weight
+        emb.zero_()
+        emb[:, 0] = 1.0
+        head = model.lm_head.weight
+        head.zero_()
+        head[chain[0], 0] = 20.0  # any token outside the chain (the prompt's last) starts it
+        for i, tok_id in enumerate(chain):
+            emb[tok_id].zero_()
+            emb[tok_id, i + 1] = 1.0
+            nxt = chain[i + 1] if i + 1 < len(chain) else tokenizer.eos_token_id
+            head[nxt, i + 1] = 20.0
+    return model

@@ -17,7 +17,6 @@ def test_help_lists_every_command():
     "args",
     [
         ["release", "--run", "runs/x", "--update", "r2f"],
-        ["eval", "--run", "runs/x"],
         ["r2f", "fit", "--proxy", "smollm2-135m", "--out", "d"],
     ],
 )

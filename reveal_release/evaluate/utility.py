@@ -43,10 +43,11 @@ def _data_file(path: Path) -> Path:
     return path
 
 
-def load_qa() -> list[QAItem]:
-    """The bundled general-knowledge questions (no programming), in file order."""
+def load_qa(path: Path | None = None) -> list[QAItem]:
+    """Questions from a JSONL file, in file order; the bundled general-knowledge set by default."""
+    path = QA_FILE if path is None else path
     items = []
-    lines = _data_file(QA_FILE).read_text(encoding="utf-8").splitlines()
+    lines = _data_file(path).read_text(encoding="utf-8").splitlines()
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -55,7 +56,7 @@ def load_qa() -> list[QAItem]:
             items.append(QAItem(str(obj["question"]), tuple(str(a) for a in obj["answers"])))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise RRError(
-                f"{QA_FILE} line {n} is not a question record ({exc}): "
+                f"{path} line {n} is not a question record ({exc}): "
                 'fix it to {"question": ..., "answers": [...]}'
             ) from None
     return items

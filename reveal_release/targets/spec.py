@@ -31,6 +31,7 @@ class TargetSpec:
     reveal_pool: list[str]
     retain_pool: list[str]
     heldout_pool: list[str] = field(default_factory=list)
+    heldout_qa: str = ""
     threshold: float = 0.5
     source: str = ""
 
@@ -94,6 +95,7 @@ def parse_spec(
             if "pool" in heldout
             else []
         ),
+        heldout_qa=str(_pool_path(heldout["qa"], base)) if "qa" in heldout else "",
         threshold=float(data.get("threshold", 0.5)),
         source=source,
     )

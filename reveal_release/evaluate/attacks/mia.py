@@ -1,0 +1,67 @@
+"""Membership inference: can min-k% probability tell forget samples from unseen target text?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reveal_release.evaluate.attacks import ATTACKS, Attack, AttackContext, AttackSkipped
+from reveal_release.evaluate.likelihood import answer_token_logps
+from reveal_release.evaluate.mia import auc, min_k_score
+from reveal_release.generation import generate
+from reveal_release.models import LoadedModel
+
+
+def nonmember_rows(ctx: AttackContext) -> list[dict]:
+    """The base model's sampled answers to the held-out probes: target text never trained on."""
+    if ctx.base is None:
+        raise AttackSkipped("no base model to sample unseen target text from")
+    s = ctx.settings
+    base = ctx.base
+
+    def sample() -> list[dict]:
+        gens, _ = generate(
+            base,
+            ctx.probes,
+            max_new_tokens=s["mia_max_new_tokens"],
+            temperature=0.8,
+            top_p=0.95,
+            seed=s["seed"],
+        )
+        return [{"prompt": g.prompt, "response": g.text} for g in gens if g.text.strip()]
+
+    return ctx.cached(f"mia-nonmembers|{base.fingerprint}", sample)
+
+
+@ATTACKS.register("mia")
+class MinK(Attack):
+    """AUC of min-k% scores, forget samples (members) against unseen target answers."""
+
+    description = "min-k% probability membership inference, forget samples vs unseen answers"
+    on_base = True
+
+    def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:
+        """AUC near 0.5: forget text looks like unseen text; far from it: it leaves a trace."""
+        members = [r for r in ctx.forget_rows if r.get("relevance", 0.0) >= ctx.spec.threshold]
+        members = members[: ctx.settings["mia_members"]]
+        if not members:
+            raise AttackSkipped("no forget samples to test membership of: evaluate a run")
+        others = nonmember_rows(ctx)
+        if not others:
+            raise AttackSkipped("the base model gave no non-empty answers to the held-out probes")
+        k = ctx.settings["mia_k"]
+        mem = [
+            min_k_score(x, k)
+            for x in answer_token_logps(loaded, [(r["prompt"], r["response"]) for r in members])
+        ]
+        non = [
+            min_k_score(x, k)
+            for x in answer_token_logps(loaded, [(r["prompt"], r["response"]) for r in others])
+        ]
+        return {
+            "auc": auc(mem, non),
+            "members": len(mem),
+            "nonmembers": len(non),
+            "k": k,
+            "member_score": sum(mem) / len(mem),
+            "nonmember_score": sum(non) / len(non),
+        }

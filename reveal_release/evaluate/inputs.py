@@ -1,0 +1,125 @@
+"""What `rr eval` compares: a run's base and released models and its records, or a lone model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reveal_release.errors import RRError
+from reveal_release.evaluate.runner import EvalInputs
+from reveal_release.runs import RunDir
+from reveal_release.targets.spec import TargetSpec, load_target
+
+
+def _need_probes(spec: TargetSpec) -> None:
+    if not spec.heldout_pool:
+        raise RRError(
+            f"target '{spec.identity()}' has no held-out probes: add a [heldout] pool to its "
+            "spec (see instructions/heldout/); nothing was evaluated"
+        )
+
+
+def round_records(rd: RunDir) -> list[dict[str, Any]]:
+    """Round 0 (the base, as Release measured it) and each measured round's figures."""
+    base = rd.read_json("release/base-metrics.json")
+    if not base:
+        return []
+    keep = ("heldout_reveal_rate", "retain_accuracy", "perplexity")
+    rows = [{"round": 0, **{k: base[k] for k in keep}}]
+    k = 1
+    while rd.path(f"round-{k}", "metrics.json").exists():
+        m = rd.read_json(f"round-{k}/metrics.json")
+        if m.get("trained"):
+            rows.append(
+                {
+                    "round": k,
+                    **{key: m[key] for key in keep},
+                    "rolled_back": bool(m.get("rolled_back")),
+                    "train_steps": m.get("train_steps", 0),
+                    "forget_size": m.get("forget_size", 0),
+                }
+            )
+        k += 1
+    return rows
+
+
+def bandit_records(rd: RunDir) -> list[dict[str, Any]]:
+    """Every forget-set pull's reward: the first reveal (round 0) and each round's reveal."""
+    files = [(0, "reveal/bandit.jsonl")]
+    k = 1
+    while rd.path(f"round-{k}").exists():
+        files.append((k, f"round-{k}/reveal/bandit.jsonl"))
+        k += 1
+    out = []
+    for round_, rel in files:
+        if not rd.path(rel).exists():
+            continue
+        for r in rd.read_jsonl(rel):
+            if r.get("set", "forget") == "forget" and r.get("reward") is not None:
+                out.append({"round": round_, "step": int(r["step"]), "reward": float(r["reward"])})
+    return out
+
+
+def run_inputs(run: Path, trust_remote_code: bool = False, say=print) -> EvalInputs:
+    """The run's target, base model, released model (if any), forget set and records."""
+    from reveal_release.models import load_model
+
+    rd = RunDir.load(run)
+    reveal_cfg = rd.manifest["stages"].get("reveal", {}).get("config") or {}
+    if not rd.is_done("reveal") or not reveal_cfg:
+        raise RRError(
+            f"{run} has no finished reveal stage, so there is nothing to evaluate: run "
+            f"`rr reveal --run {run} --target ...`, or use `rr eval --model M --target T`"
+        )
+    spec = load_target(reveal_cfg["target"])
+    _need_probes(spec)
+    notes = []
+    has_model = rd.path("model", "rr-model.json").exists()
+    if not has_model:
+        notes.append(
+            f"no released model in {rd.path('model')}: evaluated the base model only "
+            f"(run `rr release --run {run}` to release one)"
+        )
+    base = load_model(reveal_cfg["model"], trust_remote_code=trust_remote_code, progress=True)
+    if base.fingerprint != rd.manifest["identity"].get("model"):
+        raise RRError(
+            f"the model '{reveal_cfg['model']}' changed since `rr reveal` ran in {run} "
+            "(its fingerprint differs): restore it or start a new run"
+        )
+    released = None
+    if has_model:
+        released = load_model(str(rd.path("model")), trust_remote_code=trust_remote_code)
+    rounds = round_records(rd)
+    kept = [r for r in rounds if r["round"] > 0 and not r.get("rolled_back")]
+    label = f"released (round {kept[-1]['round']})" if kept else "released"
+    return EvalInputs(
+        spec=spec,
+        base=base,
+        released=released,
+        forget_rows=rd.read_jsonl("reveal/forget.jsonl"),
+        rounds=rounds,
+        bandit=bandit_records(rd),
+        ga_steps=sum(int(r.get("train_steps", 0)) for r in kept),
+        notes=notes,
+        labels={"base": f"base ({reveal_cfg['model']})", "released": label},
+    )
+
+
+def model_inputs(
+    model: str, target: str, base: str | None = None, trust_remote_code: bool = False
+) -> EvalInputs:
+    """A model outside a run, against a target; `base` (optional) gives the before figures."""
+    from reveal_release.models import load_model
+
+    spec = load_target(target)
+    _need_probes(spec)
+    loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
+    before = load_model(base, trust_remote_code=trust_remote_code) if base else None
+    notes = [] if base else ["no --base given: no before figures, no NLL under the original"]
+    return EvalInputs(
+        spec=spec,
+        base=before,
+        released=loaded,
+        notes=notes,
+        labels={"base": f"base ({base})", "released": model},
+    )

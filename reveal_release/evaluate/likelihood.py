@@ -1,0 +1,43 @@
+"""Per-token log-probabilities of answers given their prompts, under any loaded model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from reveal_release.models import LoadedModel
+
+
+def answer_token_logps(
+    loaded: LoadedModel,
+    pairs: Sequence[tuple[str, str]],
+    max_length: int = 192,
+    batch_size: int = 8,
+) -> list[list[float]]:
+    """For each (prompt, answer), the log-probability of every answer token (chat-formatted)."""
+    import torch
+
+    from reveal_release.release.data import IGNORE, collate, encode
+
+    tok, model = loaded.tokenizer, loaded.model
+    examples = [encode(tok, p, a, max_length) for p, a in pairs]
+    out: list[list[float]] = []
+    with torch.inference_mode():
+        for lo in range(0, len(examples), batch_size):
+            batch = collate(examples[lo : lo + batch_size], tok.pad_token_id, loaded.device)
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits[:, :-1]
+            labels = batch["labels"][:, 1:]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            safe = labels.clamp(min=0)
+            tok_lp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+            for row, lab in zip(tok_lp, labels, strict=True):
+                out.append(row[lab != IGNORE].tolist())
+    return out
+
+
+def mean_nll(token_logps: Sequence[Sequence[float]]) -> float:
+    """Mean negative log-probability per token over all answers (nan when there are none)."""
+    total = sum(-x for row in token_logps for x in row)
+    count = sum(len(row) for row in token_logps)
+    return total / count if count else float("nan")

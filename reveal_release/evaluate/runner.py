@@ -1,0 +1,275 @@
+"""`rr eval`: forget efficacy, utility and attacks for the base and released models, cached."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reveal_release.errors import RRError
+from reveal_release.evaluate.attacks import ATTACKS, AttackContext, AttackSkipped, load_attacks
+from reveal_release.evaluate.cache import MetricCache, signature
+from reveal_release.models import LoadedModel
+from reveal_release.targets.spec import TargetSpec
+
+ALL_ATTACKS = ("relearn", "quant-int8", "quant-int4", "rephrase", "jailbreak", "mia")
+
+
+@dataclass
+class EvalSettings:
+    """What `rr eval` measures and how; every figure is cached under these settings."""
+
+    max_new_tokens: int = 64
+    probe_limit: int = 0
+    qa_limit: int = 0
+    attacks: tuple[str, ...] = ALL_ATTACKS
+    baseline: bool = True
+    relearn_samples: int = 8
+    relearn_steps: int = 8
+    relearn_lr: float = 5e-4
+    mia_members: int = 64
+    mia_k: float = 0.2
+    mia_max_new_tokens: int = 96
+    seed: int = 0
+
+    def validate(self) -> None:
+        """A one-line error for any setting out of range, before any work."""
+        load_attacks()
+        for a in self.attacks:
+            ATTACKS.get(a)
+        checks = [
+            (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
+            (self.relearn_samples >= 1, "--relearn-samples must be at least 1"),
+            (self.relearn_steps >= 1, "--relearn-steps must be at least 1"),
+            (self.relearn_lr > 0, "--relearn-lr must be > 0"),
+            (0 < self.mia_k <= 1, "--mia-k must be in (0, 1]"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise RRError(msg)
+
+
+@dataclass
+class EvalInputs:
+    """The models and data one evaluation compares."""
+
+    spec: TargetSpec
+    base: LoadedModel | None
+    released: LoadedModel | None
+    forget_rows: list[dict] = field(default_factory=list)
+    rounds: list[dict] = field(default_factory=list)
+    bandit: list[dict] = field(default_factory=list)
+    ga_steps: int = 0
+    notes: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+Report = Callable[[str], None]
+
+
+def _model_metrics(
+    key: str,
+    loaded: LoadedModel,
+    inp: EvalInputs,
+    judge: Any,
+    probes: list[str],
+    s: EvalSettings,
+    cache: MetricCache,
+    say: Report,
+) -> dict[str, Any]:
+    """Held-out reveal rate, target knowledge QA, utility and fluency of one model."""
+    from reveal_release.evaluate.fluency import repetition_rate
+    from reveal_release.evaluate.likelihood import answer_token_logps, mean_nll
+    from reveal_release.evaluate.probes import reveal_rate
+    from reveal_release.evaluate.topic_qa import topic_qa_items
+    from reveal_release.evaluate.utility import load_qa, perplexity, qa_accuracy
+
+    fp = loaded.fingerprint
+    out: dict[str, Any] = {"fingerprint": fp, "label": inp.labels.get(key, key)}
+
+    def heldout() -> dict[str, Any]:
+        say(f"{key}: held-out probes ({len(probes)})")
+        r = reveal_rate(loaded, inp.spec, judge, probes, max_new_tokens=s.max_new_tokens)
+        return {"rate": r.rate, "mean_score": r.mean_score, "n": r.n, "rows": r.rows}
+
+    out["heldout"] = cache.get(f"{fp}|heldout", heldout)
+    items, why = topic_qa_items(inp.spec)
+
+    def knowledge() -> dict[str, Any]:
+        if not items:
+            return {"skipped": why}
+        say(f"{key}: knowledge questions ({len(items)})")
+        r = qa_accuracy(loaded, items)
+        return {"accuracy": r.accuracy, "n": r.total, "rows": r.rows}
+
+    out["knowledge"] = cache.get(f"{fp}|knowledge", knowledge)
+
+    def utility() -> dict[str, Any]:
+        say(f"{key}: utility (general QA, perplexity)")
+        qa_items = load_qa()
+        r = qa_accuracy(loaded, qa_items[: s.qa_limit] if s.qa_limit else qa_items)
+        return {"qa_accuracy": r.accuracy, "qa_n": r.total, "perplexity": perplexity(loaded)}
+
+    out["utility"] = cache.get(f"{fp}|utility", utility)
+    answers = [r["response"] for r in out["heldout"]["rows"]]
+    fluency: dict[str, Any] = {"repetition_rate": repetition_rate(answers)}
+    if inp.base is not None:
+        base = inp.base
+
+        def nll() -> float:
+            pairs = [(r["prompt"], r["response"]) for r in out["heldout"]["rows"]]
+            return mean_nll(answer_token_logps(base, [p for p in pairs if p[1].strip()]))
+
+        fluency["nll_under_base"] = cache.get(f"{fp}|nll-under|{base.fingerprint}", nll)
+    else:
+        fluency["nll_under_base_skipped"] = "no base model given (--base)"
+    out["fluency"] = fluency
+    return out
+
+
+def _attacks(
+    inp: EvalInputs,
+    subject: tuple[str, LoadedModel],
+    judge: Any,
+    probes: list[str],
+    s: EvalSettings,
+    cache: MetricCache,
+    say: Report,
+) -> dict[str, Any]:
+    """Each chosen attack on the evaluated model (and on the base where it gives a before)."""
+    ctx = AttackContext(
+        spec=inp.spec,
+        judge=judge,
+        probes=probes,
+        forget_rows=inp.forget_rows,
+        settings=asdict(s),
+        base=inp.base,
+        cached=cache.get,
+    )
+    results: dict[str, Any] = {}
+    for name in ALL_ATTACKS:
+        attack = ATTACKS.get(name)()
+        if name not in s.attacks:
+            results[name] = {"skipped": "turned off (--attacks)", "description": attack.description}
+            continue
+        targets = [subject]
+        if attack.on_base and inp.base is not None and subject[1] is not inp.base:
+            targets = [("base", inp.base), subject]
+        entry: dict[str, Any] = {"description": attack.description}
+        for key, loaded in targets:
+
+            def run(attack=attack, loaded=loaded, key=key, name=name) -> dict[str, Any]:
+                say(f"{key}: attack {name}")
+                start = time.perf_counter()
+                try:
+                    res = attack.run(ctx, loaded)
+                except AttackSkipped as exc:
+                    return {"skipped": str(exc)}
+                except RuntimeError as exc:  # e.g. out of memory: say so, go on
+                    return {"skipped": f"could not run here: {str(exc).splitlines()[0]}"}
+                res["seconds"] = time.perf_counter() - start
+                return res
+
+            value = cache.get(f"{loaded.fingerprint}|attack|{name}", run)
+            entry[key] = value
+            if "skipped" in value:
+                entry["skipped"] = value["skipped"]
+        results[name] = entry
+    return results
+
+
+def evaluate(
+    inp: EvalInputs, s: EvalSettings, out_dir: Path, say: Report = lambda m: None
+) -> dict[str, Any]:
+    """All figures of one evaluation (cached in out_dir/cache.json), as the report's metrics."""
+    from reveal_release.targets.judges.base import make_judge
+
+    s.validate()
+    start = time.perf_counter()
+    spec = inp.spec
+    probes = spec.heldout_pool[: s.probe_limit] if s.probe_limit else list(spec.heldout_pool)
+    if not probes:
+        raise RRError(
+            f"target '{spec.identity()}' has no held-out probes: add a [heldout] pool to its "
+            "spec (see instructions/heldout/); nothing was evaluated"
+        )
+    settings = asdict(s)
+    cache = MetricCache(
+        out_dir / "cache.json", salt=signature({**settings, "target": spec.identity()})
+    )
+    judge = make_judge(spec.judge, **spec.judge_params)
+    models: dict[str, Any] = {}
+    if inp.base is not None:
+        models["base"] = _model_metrics("base", inp.base, inp, judge, probes, s, cache, say)
+    if inp.released is not None:
+        models["released"] = _model_metrics(
+            "released", inp.released, inp, judge, probes, s, cache, say
+        )
+    subject = ("released", inp.released) if inp.released is not None else ("base", inp.base)
+    assert subject[1] is not None
+    attacks = _attacks(inp, subject, judge, probes, s, cache, say)
+    baseline = _baseline(inp, s, judge, probes, cache, say)
+    return {
+        "format": 1,
+        "target": spec.identity(),
+        "evaluated": subject[0],
+        "labels": inp.labels,
+        "notes": inp.notes,
+        "settings": settings,
+        "probes": len(probes),
+        "models": models,
+        "attacks": attacks,
+        "rounds": inp.rounds,
+        "bandit": inp.bandit,
+        "baseline_ga": baseline,
+        "examples": _examples(models),
+        "cache": {"hits": cache.hits, "computed": cache.misses},
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _baseline(
+    inp: EvalInputs,
+    s: EvalSettings,
+    judge: Any,
+    probes: list[str],
+    cache: MetricCache,
+    say: Report,
+) -> dict[str, Any]:
+    """The one-shot gradient-ascent baseline, or why it was not run."""
+    from reveal_release.evaluate.baseline import ga_baseline
+    from reveal_release.evaluate.probes import reveal_rate
+    from reveal_release.evaluate.utility import load_qa, qa_accuracy
+
+    if not s.baseline:
+        return {"skipped": "turned off (--no-baseline)"}
+    if inp.base is None or not inp.forget_rows or not inp.ga_steps:
+        return {"skipped": "needs a run with a forget set and a release (rr eval --run DIR)"}
+    base = inp.base
+
+    def measure(loaded: LoadedModel) -> dict[str, Any]:
+        r = reveal_rate(loaded, inp.spec, judge, probes, max_new_tokens=s.max_new_tokens)
+        items = load_qa()
+        qa = qa_accuracy(loaded, items[: s.qa_limit] if s.qa_limit else items)
+        return {"reveal_rate": r.rate, "qa_accuracy": qa.accuracy}
+
+    def run() -> dict[str, Any]:
+        say(f"baseline: one-shot gradient ascent, {inp.ga_steps} steps")
+        return ga_baseline(base, inp.spec, inp.forget_rows, inp.ga_steps, measure, seed=s.seed)
+
+    return cache.get(f"{base.fingerprint}|baseline-ga|{inp.ga_steps}", run)
+
+
+def _examples(models: dict[str, Any], n: int = 3) -> list[dict[str, Any]]:
+    """The first held-out probes with each model's answer and score."""
+    rows: list[dict[str, Any]] = []
+    per = {k: m["heldout"]["rows"] for k, m in models.items()}
+    for i in range(min(n, *(len(v) for v in per.values()))):
+        any_rows = next(iter(per.values()))
+        rows.append(
+            {"prompt": any_rows[i]["prompt"]}
+            | {k: {"response": v[i]["response"], "score": v[i]["score"]} for k, v in per.items()}
+        )
+    return rows

@@ -1,0 +1,143 @@
+"""`rr eval` end to end through the real command line: tiny-model runs and a hand-wired model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import build_parrot, run_rr
+
+from reveal_release.evaluate.runner import ALL_ATTACKS
+
+FAST_RELEASE = ["--steps", "4", "--probes", "3", "--qa", "4", "--batch-size", "2"]
+FAST_EVAL = ["--probes", "3", "--qa", "4", "--max-new-tokens", "8", "--relearn-steps", "2"]
+
+
+def _spec(tmp: Path, heldout: bool = True) -> Path:
+    """Code pools with threshold 0, so a random model's text counts as revealing the target."""
+    spec = tmp / ("anything.toml" if heldout else "no-probes.toml")
+    spec.write_text(
+        'name = "anything"\nthreshold = 0.0\n[judge]\nname = "code"\n'
+        '[reveal]\npool = "code.txt"\n[retain]\npool = "retain.txt"\n'
+        + ('[heldout]\npool = "heldout/code.txt"\n' if heldout else "")
+    )
+    return spec
+
+
+@pytest.fixture(scope="module")
+def revealed(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run after `rr reveal` with the tiny model (no release yet)."""
+    tmp = tmp_path_factory.mktemp("eval-revealed")
+    run = tmp / "run"
+    out = run_rr(
+        "reveal", "--model", str(tiny_folder), "--target", str(_spec(tmp)), "--run", str(run),
+        "--budget", "6", "--retain-budget", "4",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def released(revealed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of that run after a one-round `rr release`."""
+    import shutil
+
+    run = tmp_path_factory.mktemp("eval-released") / "run"
+    shutil.copytree(revealed, run)
+    out = run_rr("release", "--run", str(run), "--rounds", "1", *FAST_RELEASE)
+    assert out.returncode == 0, out.stderr
+    return run
+
+
+def test_eval_of_a_released_run_writes_the_report_and_caches(released):
+    out = run_rr("eval", "--run", str(released), *FAST_EVAL)
+    assert out.returncode == 0, out.stderr
+    report = released / "report"
+    m = json.loads((report / "metrics.json").read_text())
+    assert set(m["models"]) == {"base", "released"} and m["evaluated"] == "released"
+    for model in m["models"].values():
+        assert model["heldout"]["n"] == 3 and 0 <= model["heldout"]["rate"] <= 1
+        assert model["utility"]["qa_n"] == 4 and model["utility"]["perplexity"] > 1
+        # The random model's answers can be empty: then there is no NLL (None, never NaN).
+        assert model["fluency"]["nll_under_base"] is None or model["fluency"]["nll_under_base"] > 0
+    assert set(m["attacks"]) == set(ALL_ATTACKS)
+    for name in ("relearn", "quant-int8", "quant-int4", "rephrase", "jailbreak"):
+        assert 0 <= m["attacks"][name]["released"]["reveal_rate"] <= 1, name
+    assert 0 <= m["attacks"]["mia"]["released"]["auc"] <= 1
+    assert "reveal_rate" in m["attacks"]["rephrase"]["base"]  # the before figure
+    ga = m["baseline_ga"]
+    assert ga["steps"] == 4 and [p["step"] for p in ga["points"]] == [1, 2, 4]
+    assert [r["round"] for r in m["rounds"]] == [0, 1]
+    assert m["bandit"] and m["examples"]
+    page = (report / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4
+    assert "rr eval: anything" in out.stdout and "report:" in out.stderr
+
+    again = run_rr("eval", "--run", str(released), *FAST_EVAL)
+    assert again.returncode == 0, again.stderr
+    m2 = json.loads((report / "metrics.json").read_text())
+    assert m2["cache"]["computed"] == 0 and m2["models"] == m["models"]
+    assert "(0 figures computed" in again.stderr
+
+    less = run_rr("eval", "--run", str(released), *FAST_EVAL, "--attacks", "none", "--no-baseline")
+    assert less.returncode == 0, less.stderr
+    m3 = json.loads((report / "metrics.json").read_text())
+    assert all("turned off" in e["skipped"] for e in m3["attacks"].values())
+
+
+def test_eval_of_a_run_without_a_release_evaluates_the_base_and_says_so(revealed, tmp_path):
+    out = run_rr(
+        "eval", "--run", str(revealed), "--out", str(tmp_path / "r"), *FAST_EVAL,
+        "--attacks", "rephrase,relearn",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "no released model" in out.stdout + out.stderr
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert list(m["models"]) == ["base"] and m["evaluated"] == "base"
+    assert "no released model" in (tmp_path / "r" / "report.md").read_text()
+    assert "needs a run with" in m["baseline_ga"]["skipped"]
+
+
+def test_eval_of_a_lone_model_skips_attacks_that_cannot_run_with_a_reason(
+    tiny_model, tiny_folder, tmp_path
+):
+    folder = tmp_path / "parrot"
+    build_parrot(tiny_model.tokenizer, "def double(n): return 2 * n").save_pretrained(folder)
+    tiny_model.tokenizer.save_pretrained(folder)
+    out = run_rr(
+        "eval", "--model", str(folder), "--target", "code", "--out", str(tmp_path / "r"),
+        "--probes", "4", "--qa", "4", "--max-new-tokens", "16",
+        "--attacks", "relearn,mia,quant-int8", "--base", str(tiny_folder),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["models"]["released"]["heldout"]["rate"] == 1.0  # it always answers with code
+    assert m["attacks"]["quant-int8"]["released"]["reveal_rate"] == 1.0
+    # The parrot's code costs the random base about ln(vocabulary) nats per token.
+    assert m["models"]["released"]["fluency"]["nll_under_base"] > 5
+    assert "no forget samples" in m["attacks"]["relearn"]["skipped"]
+    assert "no forget samples" in m["attacks"]["mia"]["skipped"]
+    assert "NaN" not in (tmp_path / "r" / "metrics.json").read_text()
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "no forget samples" in md and "turned off (--attacks)" in md
+    assert "attack relearn skipped: no forget samples" in out.stdout + out.stderr
+
+
+def test_eval_bad_input_is_one_clear_line(tiny_folder, tmp_path):
+    cases = [
+        (["eval"], "pass either --run DIR or --model M --target T"),
+        (["eval", "--run", "a", "--model", "b"], "pass either --run DIR or --model"),
+        (["eval", "--model", str(tiny_folder)], "--model needs --target"),
+        (["eval", "--run", str(tmp_path / "none")], "not a run folder"),
+        (["eval", "--model", str(tiny_folder), "--target", "code", "--attacks", "x"],
+         "unknown attack 'x'"),
+        (["eval", "--model", str(tiny_folder), "--target", str(_spec(tmp_path, heldout=False)),
+          "--out", str(tmp_path / "o")], "has no held-out probes"),
+    ]  # fmt: skip
+    for args, msg in cases:
+        out = run_rr(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and msg in lines[0], (args, out.stderr)
+    assert not (tmp_path / "o").exists()  # nothing written for a target without probes
