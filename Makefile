@@ -32,11 +32,13 @@ $(STAMP): pyproject.toml constraints.txt
 setup-vllm:
 	bash scripts/setup_vllm.sh
 
-# The whole story on the embedded model: reveal code, unlearn it in rounds, print before/after.
+# The whole story on the embedded model: reveal code, unlearn it in rounds, evaluate it (attacks
+# included) and write $(DEMO_RUN)/report/report.html.
 # A finished demo run is read back (delete $(DEMO_RUN) or pass DEMO_RUN=... to start over).
 demo: setup
 	$(RR) reveal --target code --run $(DEMO_RUN) --budget 32 --retain-budget 16
 	$(RR) release --run $(DEMO_RUN) --rounds 3
+	$(RR) eval --run $(DEMO_RUN)
 
 test: setup setup-vllm
 	$(PY) -m pytest -q

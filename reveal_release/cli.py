@@ -10,6 +10,7 @@ import typer
 from reveal_release.console import err_console
 from reveal_release.embedded import DEFAULT_MODEL
 from reveal_release.errors import RRError
+from reveal_release.evaluate.attack_names import ALL_ATTACKS
 from reveal_release.release.config import ReleaseConfig
 
 app = typer.Typer(
@@ -24,7 +25,6 @@ app.add_typer(r2f_app, name="r2f")
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Embedded alias, local folder, .gguf file or hub id.")
 ]
-EVAL_ATTACKS = ("relearn", "quant-int8", "quant-int4", "rephrase", "jailbreak", "mia")
 RunOpt = Annotated[Path, typer.Option("--run", help="The run folder.")]
 
 
@@ -259,7 +259,7 @@ def evaluate(
         Path | None, typer.Option(help="Report folder (default DIR/report, or rr-eval/report).")
     ] = None,
     attacks: Annotated[
-        str, typer.Option(help="all, none, or some of: " + ",".join(EVAL_ATTACKS))
+        str, typer.Option(help="all, none, or some of: " + ",".join(ALL_ATTACKS))
     ] = "all",
     baseline: Annotated[
         bool, typer.Option(help="Train the one-shot gradient-ascent baseline for the plot.")

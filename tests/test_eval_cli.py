@@ -84,6 +84,7 @@ def test_eval_of_a_released_run_writes_the_report_and_caches(released):
     assert less.returncode == 0, less.stderr
     m3 = json.loads((report / "metrics.json").read_text())
     assert all("turned off" in e["skipped"] for e in m3["attacks"].values())
+    assert m3["cache"]["computed"] == 0  # the models' figures came from the cache
 
 
 def test_eval_of_a_run_without_a_release_evaluates_the_base_and_says_so(revealed, tmp_path):
@@ -141,3 +142,37 @@ def test_eval_bad_input_is_one_clear_line(tiny_folder, tmp_path):
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and msg in lines[0], (args, out.stderr)
     assert not (tmp_path / "o").exists()  # nothing written for a target without probes
+
+
+def test_eval_killed_midway_resumes_from_its_cache(released, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    out_dir = tmp_path / "r"
+    args = ["eval", "--run", str(released), "--out", str(out_dir), *FAST_EVAL, "--no-baseline"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reveal_release.cli", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cache = out_dir / "cache.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if cache.exists() and len(json.loads(cache.read_text() or "{}")) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "eval finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = len(json.loads(cache.read_text()))
+    assert kept >= 2 and not (out_dir / "metrics.json").exists()
+    again = run_rr(*args)
+    assert again.returncode == 0, again.stderr
+    m = json.loads((out_dir / "metrics.json").read_text())
+    assert m["cache"]["hits"] >= kept and m["cache"]["computed"] > 0

@@ -52,7 +52,7 @@ def test_repetition_rate():
     assert repetition_rate(["a b c a b c"]) == pytest.approx(1 / 4)  # abc bca cab abc
     assert repetition_rate(["one two three four"]) == 0.0
     assert repetition_rate(["x x x x x"]) == pytest.approx(2 / 3)
-    assert repetition_rate([""]) == 0.0
+    assert repetition_rate(["", "too short"]) is None  # nothing to count is not "fluent"
 
 
 def test_quantisation_grid():
@@ -83,7 +83,12 @@ def test_quantize_model_changes_linear_layers_only(tiny_model):
 
 def test_cache_computes_once(tmp_path):
     calls = []
+    from reveal_release.evaluate.cache import NotCached
+
     cache = MetricCache(tmp_path / "c.json", salt="s1")
+    skip = {"skipped": "not here"}
+    assert cache.get("skip", lambda: (_ for _ in ()).throw(NotCached(skip))) == skip
+    assert "skip|s1" not in cache.data  # a skip is retried next time, never stored
     assert cache.get("k", lambda: calls.append(1) or {"x": 1}) == {"x": 1}
     again = MetricCache(tmp_path / "c.json", salt="s1")
     assert again.get("k", lambda: calls.append(1) or {"x": 2}) == {"x": 1}
@@ -118,6 +123,9 @@ def test_topic_knowledge_questions(tmp_path):
     )
     items, _ = topic_qa_items(load_target(str(spec)))
     assert [i.answers for i in items] == [("ada",)]
+    qa.unlink()
+    with pytest.raises(RRError, match="qa.jsonl named in .* do not exist: fix \\[heldout\\] qa"):
+        load_target(str(spec))
 
 
 # ---- a hand-wired model with a known answer --------------------------------------------------

@@ -21,16 +21,27 @@ def ga_baseline(
     forget_rows: Sequence[dict],
     total_steps: int,
     measure: Callable[[LoadedModel], dict[str, Any]],
+    train_config: dict[str, Any] | None = None,
     seed: int = 0,
     on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Plain gradient ascent (no retain loss) in one LoRA round; figures at ga_points()."""
+    """Plain gradient ascent (no retain loss) in one LoRA round; figures at ga_points().
+
+    The LoRA shape, learning rate, batch and length are the run's Release settings
+    (`train_config`), so the baseline differs from the rounds only in its loss and schedule.
+    """
     from reveal_release.release.config import ReleaseConfig
     from reveal_release.release.lora import attach_lora
     from reveal_release.release.trainer import train_round
 
     rows = [r for r in forget_rows if r.get("relevance", 0.0) >= spec.threshold]
-    cfg = ReleaseConfig(loss="ga", retain_weight=0.0, orth_weight=0.0, steps=total_steps, seed=seed)
+    keep = ("rank", "alpha", "lr", "batch_size", "max_length", "max_grad_norm")
+    same = {k: v for k, v in (train_config or {}).items() if k in keep}
+    if "target_modules" in (train_config or {}):
+        same["target_modules"] = tuple(train_config["target_modules"])
+    cfg = ReleaseConfig(
+        loss="ga", retain_weight=0.0, orth_weight=0.0, steps=total_steps, seed=seed, **same
+    )
     work = working_copy(base)
     peft = attach_lora(work.model, cfg, seed=seed)
     work.model = peft

@@ -28,6 +28,14 @@ def signature(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
+class NotCached(Exception):
+    """Raised by a compute function whose result (a skip, say) must be retried next time."""
+
+    def __init__(self, value: Any):
+        super().__init__("not cached")
+        self.value = value
+
+
 class MetricCache:
     """A JSON file of key -> figures; every new entry is written at once (atomic)."""
 
@@ -47,7 +55,10 @@ class MetricCache:
         if full in self.data:
             self.hits += 1
             return self.data[full]
-        value = finite(compute())
+        try:
+            value = finite(compute())
+        except NotCached as skip:
+            return finite(skip.value)
         self.misses += 1
         self.data[full] = value
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,10 @@ def eval_command(
         say(f"report rebuilt from {out / 'metrics.json'}: {paths['html']}")
         return
     settings.validate()
-    inp = run_inputs(run) if run is not None else model_inputs(model, target, base)
+    if run is not None:
+        inp = run_inputs(run, trust_remote_code=trust_remote_code)
+    else:
+        inp = model_inputs(model, target, base, trust_remote_code=trust_remote_code)
     for note in inp.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     metrics = evaluate(inp, settings, out, say=say)

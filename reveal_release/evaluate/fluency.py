@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def repetition_rate(texts: Sequence[str], n: int = 3) -> float:
-    """Share of word n-grams that repeat an earlier n-gram of the same text (0: none)."""
+def repetition_rate(texts: Sequence[str], n: int = 3) -> float | None:
+    """Share of word n-grams that repeat an earlier n-gram of the same text; None if no n-gram."""
     repeated = total = 0
     for text in texts:
         words = text.lower().split()
@@ -16,4 +16,4 @@ def repetition_rate(texts: Sequence[str], n: int = 3) -> float:
             repeated += gram in seen
             seen.add(gram)
             total += 1
-    return repeated / total if total else 0.0
+    return repeated / total if total else None

@@ -60,7 +60,7 @@ def bandit_records(rd: RunDir) -> list[dict[str, Any]]:
     return out
 
 
-def run_inputs(run: Path, trust_remote_code: bool = False, say=print) -> EvalInputs:
+def run_inputs(run: Path, trust_remote_code: bool = False) -> EvalInputs:
     """The run's target, base model, released model (if any), forget set and records."""
     from reveal_release.models import load_model
 
@@ -100,6 +100,7 @@ def run_inputs(run: Path, trust_remote_code: bool = False, say=print) -> EvalInp
         rounds=rounds,
         bandit=bandit_records(rd),
         ga_steps=sum(int(r.get("train_steps", 0)) for r in kept),
+        train_config=rd.manifest["stages"].get("release", {}).get("config") or {},
         notes=notes,
         labels={"base": f"base ({reveal_cfg['model']})", "released": label},
     )

@@ -32,7 +32,12 @@ def answer_token_logps(
             safe = labels.clamp(min=0)
             tok_lp = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
             for row, lab in zip(tok_lp, labels, strict=True):
-                out.append(row[lab != IGNORE].tolist())
+                scored = row[lab != IGNORE].tolist()
+                # encode() appends an end-of-turn token the answer may never have reached
+                # (cut at the token limit): score the answer's own tokens only.
+                if lab[lab != IGNORE][-1:].tolist() == [tok.eos_token_id]:
+                    scored = scored[:-1]
+                out.append(scored)
     return out
 
 

@@ -44,13 +44,17 @@ def rounds_plot(m: dict[str, Any], path: Path) -> Path | None:
     fig, (a, b) = _figure(9.6, 3.8, cols=2)
     xs = [r["round"] for r in rows]
     base = rows[0]
-    a.plot(xs, [r["heldout_reveal_rate"] for r in rows], "o-", color="tab:red")
+    line = [i for i, r in enumerate(rows) if not r.get("rolled_back")]  # kept rounds only
+    rate = [r["heldout_reveal_rate"] for r in rows]
+    a.plot([xs[i] for i in line], [rate[i] for i in line], "o-", color="tab:red")
     a.set(xlabel="round (0 = base)", ylabel="held-out reveal rate", ylim=(-0.03, 1.03))
     a.set_title("Forgetting per round")
     acc = [_ratio(r["retain_accuracy"], base["retain_accuracy"]) for r in rows]
     ppl = [_ratio(r["perplexity"], base["perplexity"]) for r in rows]
-    b.plot(xs, acc, "o-", label="retain QA accuracy / base", color="tab:blue")
-    b.plot(xs, ppl, "s--", label="perplexity / base", color="tab:green")
+    b.plot([xs[i] for i in line], [acc[i] for i in line], "o-", label="retain QA accuracy / base",
+           color="tab:blue")  # fmt: skip
+    b.plot([xs[i] for i in line], [ppl[i] for i in line], "s--", label="perplexity / base",
+           color="tab:green")  # fmt: skip
     b.axhline(1.0, color="grey", lw=0.8)
     b.set(xlabel="round (0 = base)", ylabel="ratio to the base")
     b.set_title("Utility per round")
@@ -109,13 +113,24 @@ def tradeoff_plot(m: dict[str, Any], path: Path) -> Path | None:
         return None
     fig, ax = _figure()
     if rows:
+        kept = [r for r in rows if not r.get("rolled_back")]
         ax.plot(
-            [r["retain_accuracy"] for r in rows],
-            [r["heldout_reveal_rate"] for r in rows],
+            [r["retain_accuracy"] for r in kept],
+            [r["heldout_reveal_rate"] for r in kept],
             "o-",
             color="tab:blue",
             label="rounds (reveal-release)",
         )
+        back = [r for r in rows if r.get("rolled_back")]
+        if back:
+            ax.scatter(
+                [r["retain_accuracy"] for r in back],
+                [r["heldout_reveal_rate"] for r in back],
+                s=60,
+                facecolors="none",
+                edgecolors="tab:blue",
+                label="rolled-back round",
+            )
         for r in rows:
             name = (
                 "base"
@@ -133,9 +148,10 @@ def tradeoff_plot(m: dict[str, Any], path: Path) -> Path | None:
         b = models["base"]
         ax.plot([b["utility"]["qa_accuracy"]], [b["heldout"]["rate"]], "o", label="base")
     if ga:
-        start = rows[0] if rows else None
-        xs = ([start["retain_accuracy"]] if start else []) + [p["qa_accuracy"] for p in ga]
-        ys = ([start["heldout_reveal_rate"]] if start else []) + [p["reveal_rate"] for p in ga]
+        # The baseline was measured by rr eval: start its line at rr eval's own base figures.
+        b = models.get("base")
+        xs = ([b["utility"]["qa_accuracy"]] if b else []) + [p["qa_accuracy"] for p in ga]
+        ys = ([b["heldout"]["rate"]] if b else []) + [p["reveal_rate"] for p in ga]
         ax.plot(xs, ys, "s--", color="tab:orange", label="one-shot gradient ascent")
         for p in ga:
             ax.annotate(

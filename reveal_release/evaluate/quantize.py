@@ -18,9 +18,10 @@ def quantize_tensor(w: Any, bits: int, group: int) -> Any:
     import torch
 
     if group == 0:
+        x = w.float()
         qmax = 2 ** (bits - 1) - 1
-        scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / qmax
-        return (torch.round(w / scale).clamp(-qmax - 1, qmax) * scale).to(w.dtype)
+        scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / qmax
+        return (torch.round(x / scale).clamp(-qmax - 1, qmax) * scale).to(w.dtype)
     rows, cols = w.shape
     if cols % group:
         raise RRError(f"int{bits} quantisation needs widths divisible by {group}, got {cols}")

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from reveal_release.errors import RRError
+from reveal_release.evaluate.attack_names import ALL_ATTACKS
 from reveal_release.evaluate.attacks import ATTACKS, AttackContext, AttackSkipped, load_attacks
-from reveal_release.evaluate.cache import MetricCache, signature
+from reveal_release.evaluate.cache import MetricCache, NotCached, signature
 from reveal_release.models import LoadedModel
 from reveal_release.targets.spec import TargetSpec
-
-ALL_ATTACKS = ("relearn", "quant-int8", "quant-int4", "rephrase", "jailbreak", "mia")
 
 
 @dataclass
@@ -62,11 +61,17 @@ class EvalInputs:
     rounds: list[dict] = field(default_factory=list)
     bandit: list[dict] = field(default_factory=list)
     ga_steps: int = 0
+    train_config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
 
 
 Report = Callable[[str], None]
+
+
+def model_key(loaded: LoadedModel) -> str:
+    """What a model's figures depend on: its weights' fingerprint and the dtype it ran in."""
+    return f"{loaded.fingerprint}|{str(loaded.model.dtype).removeprefix('torch.')}"
 
 
 def _model_metrics(
@@ -86,25 +91,27 @@ def _model_metrics(
     from reveal_release.evaluate.topic_qa import topic_qa_items
     from reveal_release.evaluate.utility import load_qa, perplexity, qa_accuracy
 
-    fp = loaded.fingerprint
-    out: dict[str, Any] = {"fingerprint": fp, "label": inp.labels.get(key, key)}
+    fp = model_key(loaded)
+    gen = signature([s.max_new_tokens, s.probe_limit, s.qa_limit])
+    out: dict[str, Any] = {"fingerprint": loaded.fingerprint, "label": inp.labels.get(key, key)}
 
     def heldout() -> dict[str, Any]:
         say(f"{key}: held-out probes ({len(probes)})")
         r = reveal_rate(loaded, inp.spec, judge, probes, max_new_tokens=s.max_new_tokens)
         return {"rate": r.rate, "mean_score": r.mean_score, "n": r.n, "rows": r.rows}
 
-    out["heldout"] = cache.get(f"{fp}|heldout", heldout)
+    out["heldout"] = cache.get(f"{fp}|heldout|{gen}", heldout)
     items, why = topic_qa_items(inp.spec)
 
     def knowledge() -> dict[str, Any]:
-        if not items:
-            return {"skipped": why}
         say(f"{key}: knowledge questions ({len(items)})")
         r = qa_accuracy(loaded, items)
         return {"accuracy": r.accuracy, "n": r.total, "rows": r.rows}
 
-    out["knowledge"] = cache.get(f"{fp}|knowledge", knowledge)
+    qa_sig = signature([[i.question, list(i.answers)] for i in items])
+    out["knowledge"] = (
+        cache.get(f"{fp}|knowledge|{qa_sig}", knowledge) if items else {"skipped": why}
+    )
 
     def utility() -> dict[str, Any]:
         say(f"{key}: utility (general QA, perplexity)")
@@ -112,7 +119,7 @@ def _model_metrics(
         r = qa_accuracy(loaded, qa_items[: s.qa_limit] if s.qa_limit else qa_items)
         return {"qa_accuracy": r.accuracy, "qa_n": r.total, "perplexity": perplexity(loaded)}
 
-    out["utility"] = cache.get(f"{fp}|utility", utility)
+    out["utility"] = cache.get(f"{fp}|utility|{gen}", utility)
     answers = [r["response"] for r in out["heldout"]["rows"]]
     fluency: dict[str, Any] = {"repetition_rate": repetition_rate(answers)}
     if inp.base is not None:
@@ -122,7 +129,7 @@ def _model_metrics(
             pairs = [(r["prompt"], r["response"]) for r in out["heldout"]["rows"]]
             return mean_nll(answer_token_logps(base, [p for p in pairs if p[1].strip()]))
 
-        fluency["nll_under_base"] = cache.get(f"{fp}|nll-under|{base.fingerprint}", nll)
+        fluency["nll_under_base"] = cache.get(f"{fp}|nll-under|{model_key(base)}|{gen}", nll)
     else:
         fluency["nll_under_base_skipped"] = "no base model given (--base)"
     out["fluency"] = fluency
@@ -139,6 +146,8 @@ def _attacks(
     say: Report,
 ) -> dict[str, Any]:
     """Each chosen attack on the evaluated model (and on the base where it gives a before)."""
+    attack_sig = signature({k: v for k, v in asdict(s).items() if k not in ("attacks", "baseline")})
+    forget_sig = signature(inp.forget_rows)
     ctx = AttackContext(
         spec=inp.spec,
         judge=judge,
@@ -165,14 +174,16 @@ def _attacks(
                 start = time.perf_counter()
                 try:
                     res = attack.run(ctx, loaded)
-                except AttackSkipped as exc:
-                    return {"skipped": str(exc)}
+                except AttackSkipped as exc:  # not stored: a later run tries again
+                    raise NotCached({"skipped": str(exc)}) from None
                 except RuntimeError as exc:  # e.g. out of memory: say so, go on
-                    return {"skipped": f"could not run here: {str(exc).splitlines()[0]}"}
+                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise NotCached({"skipped": f"could not run here: {first}"}) from None
                 res["seconds"] = time.perf_counter() - start
                 return res
 
-            value = cache.get(f"{loaded.fingerprint}|attack|{name}", run)
+            data = forget_sig if attack.uses_forget else ""
+            value = cache.get(f"{model_key(loaded)}|attack|{name}|{attack_sig}|{data}", run)
             entry[key] = value
             if "skipped" in value:
                 entry["skipped"] = value["skipped"]
@@ -196,8 +207,10 @@ def evaluate(
             "spec (see instructions/heldout/); nothing was evaluated"
         )
     settings = asdict(s)
+    # Every figure depends on the target's probes and judge; each key adds the rest it needs.
     cache = MetricCache(
-        out_dir / "cache.json", salt=signature({**settings, "target": spec.identity()})
+        out_dir / "cache.json",
+        salt=signature([spec.identity(), probes, spec.judge, spec.judge_params, spec.threshold]),
     )
     judge = make_judge(spec.judge, **spec.judge_params)
     models: dict[str, Any] = {}
@@ -257,9 +270,13 @@ def _baseline(
 
     def run() -> dict[str, Any]:
         say(f"baseline: one-shot gradient ascent, {inp.ga_steps} steps")
-        return ga_baseline(base, inp.spec, inp.forget_rows, inp.ga_steps, measure, seed=s.seed)
+        return ga_baseline(
+            base, inp.spec, inp.forget_rows, inp.ga_steps, measure, inp.train_config, seed=s.seed
+        )
 
-    return cache.get(f"{base.fingerprint}|baseline-ga|{inp.ga_steps}", run)
+    sig = signature([inp.ga_steps, inp.forget_rows, inp.train_config, s.max_new_tokens,
+                     s.probe_limit, s.qa_limit, s.seed])  # fmt: skip
+    return cache.get(f"{model_key(base)}|baseline-ga|{sig}", run)
 
 
 def _examples(models: dict[str, Any], n: int = 3) -> list[dict[str, Any]]:

@@ -80,6 +80,11 @@ def parse_spec(
     if subject:
         params.setdefault("subject", subject)
     heldout = data.get("heldout", {})
+    qa_path = _pool_path(heldout["qa"], base) if "qa" in heldout else None
+    if qa_path is not None and not qa_path.is_file():
+        raise RRError(
+            f"knowledge questions {qa_path} named in {source} do not exist: fix [heldout] qa"
+        )
     return TargetSpec(
         name=name,
         subject=subject,
@@ -95,7 +100,7 @@ def parse_spec(
             if "pool" in heldout
             else []
         ),
-        heldout_qa=str(_pool_path(heldout["qa"], base)) if "qa" in heldout else "",
+        heldout_qa=str(qa_path) if qa_path is not None else "",
         threshold=float(data.get("threshold", 0.5)),
         source=source,
     )

@@ -35,6 +35,7 @@ class Attack:
 
     description = ""
     on_base = False  # also run on the base model, as the before figure
+    uses_forget = False  # its figures depend on the run's forget set
 
     def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:
         """The attack's figures on `loaded` (never changes `loaded` itself)."""

@@ -27,9 +27,17 @@ def nonmember_rows(ctx: AttackContext) -> list[dict]:
             top_p=0.95,
             seed=s["seed"],
         )
-        return [{"prompt": g.prompt, "response": g.text} for g in gens if g.text.strip()]
+        texts = [g.text for g in gens]
+        scores = ctx.judge.score(texts)
+        # Like the members, only answers that show the target (judged at the threshold).
+        return [
+            {"prompt": g.prompt, "response": g.text, "relevance": float(sc)}
+            for g, sc in zip(gens, scores, strict=True)
+            if g.text.strip() and sc >= ctx.spec.threshold
+        ]
 
-    return ctx.cached(f"mia-nonmembers|{base.fingerprint}", sample)
+    key = f"mia-nonmembers|{base.fingerprint}|{s['mia_max_new_tokens']}|{s['seed']}"
+    return ctx.cached(key, sample)
 
 
 @ATTACKS.register("mia")
@@ -38,6 +46,7 @@ class MinK(Attack):
 
     description = "min-k% probability membership inference, forget samples vs unseen answers"
     on_base = True
+    uses_forget = True
 
     def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:
         """AUC near 0.5: forget text looks like unseen text; far from it: it leaves a trace."""
@@ -47,7 +56,9 @@ class MinK(Attack):
             raise AttackSkipped("no forget samples to test membership of: evaluate a run")
         others = nonmember_rows(ctx)
         if not others:
-            raise AttackSkipped("the base model gave no non-empty answers to the held-out probes")
+            raise AttackSkipped(
+                "the base model's sampled answers to the held-out probes never showed the target"
+            )
         k = ctx.settings["mia_k"]
         mem = [
             min_k_score(x, k)
@@ -57,8 +68,12 @@ class MinK(Attack):
             min_k_score(x, k)
             for x in answer_token_logps(loaded, [(r["prompt"], r["response"]) for r in others])
         ]
+        try:
+            value = auc(mem, non)
+        except ValueError:
+            raise AttackSkipped("no answer had a token to score") from None
         return {
-            "auc": auc(mem, non),
+            "auc": value,
             "members": len(mem),
             "nonmembers": len(non),
             "k": k,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from reveal_release.evaluate.attacks import ATTACKS, Attack, AttackContext, working_copy
+from reveal_release.errors import RRError
+from reveal_release.evaluate.attacks import (
+    ATTACKS,
+    Attack,
+    AttackContext,
+    AttackSkipped,
+    working_copy,
+)
 from reveal_release.evaluate.probes import reveal_rate
 from reveal_release.evaluate.quantize import SCHEMES, quantize_model
 from reveal_release.evaluate.utility import perplexity
@@ -18,7 +25,12 @@ class _Quantize(Attack):
     def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:
         """Held-out reveal rate and perplexity of a round-to-nearest quantised copy."""
         q = working_copy(loaded)
-        layers = quantize_model(q.model, self.scheme)
+        try:
+            layers = quantize_model(q.model, self.scheme)
+        except RRError as exc:
+            raise AttackSkipped(str(exc)) from None
+        if not layers:
+            raise AttackSkipped("the model has no torch.nn.Linear layers to quantise")
         probes = reveal_rate(
             q, ctx.spec, ctx.judge, ctx.probes, max_new_tokens=ctx.settings["max_new_tokens"]
         )

@@ -28,6 +28,7 @@ class Relearn(Attack):
     """LoRA fine-tuning (next-token loss) on a few forget samples, then the held-out probes."""
 
     description = "a few LoRA fine-tuning steps on a few forget samples"
+    uses_forget = True
 
     def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:
         """Held-out reveal rate after the attacker's fine-tuning of a copy."""
