@@ -153,12 +153,15 @@ def tradeoff_plot(m: dict[str, Any], path: Path) -> Path | None:
         xs = ([b["utility"]["qa_accuracy"]] if b else []) + [p["qa_accuracy"] for p in ga]
         ys = ([b["heldout"]["rate"]] if b else []) + [p["reveal_rate"] for p in ga]
         ax.plot(xs, ys, "s--", color="tab:orange", label="one-shot gradient ascent")
-        for p in ga:
+        at: dict[tuple[float, float], list[int]] = defaultdict(list)
+        for p in ga:  # points on top of each other share one label
+            at[(round(p["qa_accuracy"], 3), round(p["reveal_rate"], 3))].append(p["step"])
+        for i, ((x, y), steps) in enumerate(at.items()):
             ax.annotate(
-                f"GA {p['step']} steps",
-                (p["qa_accuracy"], p["reveal_rate"]),
+                f"GA {', '.join(map(str, steps))} steps",
+                (x, y),
                 textcoords="offset points",
-                xytext=(5, -10),
+                xytext=(6, 6 + 11 * i),  # stacked, so labels of nearby points stay apart
                 fontsize=8,
             )
     ax.set(
