@@ -97,6 +97,9 @@ def bandit_plot(m: dict[str, Any], path: Path) -> Path | None:
         ]
         ax.plot([offset + s for s in steps], means, "o-", label=f"{label} (mean per step)")
         offset += max(steps) + 1
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="bandit step (reveals one after another)", ylabel="reward")
     ax.set_title("Bandit reward over steps")
     ax.grid(alpha=0.3)
