@@ -28,12 +28,6 @@ ModelOpt = Annotated[
 RunOpt = Annotated[Path, typer.Option("--run", help="The run folder.")]
 
 
-def _not_yet(command: str, issue: int) -> None:
-    raise RRError(
-        f"`rr {command}` is not available yet (tracked in issue #{issue}); nothing was run"
-    )
-
-
 @app.command()
 def models() -> None:
     """List the models rr can load now; embedded ones are marked."""
@@ -211,6 +205,9 @@ def release(
     backend: Annotated[str, typer.Option(help="Sampler for the rounds' reveals: hf or vllm.")] = (
         "hf"
     ),
+    decoder: Annotated[
+        Path | None, typer.Option(help="With --update r2f: a decoder from `rr r2f fit`.")
+    ] = None,
     seed: int = 0,
     trust_remote_code: bool = False,
 ) -> None:
@@ -241,6 +238,7 @@ def release(
         qa_limit=qa,
         checkpoint_every=checkpoint_every,
         seed=seed,
+        extra={"decoder": str(decoder)} if decoder else {},
     )
     release_command(run=run, cfg=cfg, backend=backend, trust_remote_code=trust_remote_code)
 
@@ -323,19 +321,46 @@ def export(
 @r2f_app.command("fit")
 def r2f_fit(
     proxy: Annotated[str, typer.Option(help="The proxy model to fit the decoder on.")],
-    out: Annotated[Path, typer.Option(help="Where to save the decoder.")],
+    out: Annotated[Path, typer.Option(help="Where to save the decoder (a new folder).")],
+    views: Annotated[int, typer.Option(help="Paraphrased views per prompt (1-16).")] = 4,
+    rank: Annotated[int, typer.Option(help="LoRA rank r of the sketches (1-64).")] = 8,
+    prompts: Annotated[int, typer.Option(min=8, help="Prompts to build pairs from.")] = 24,
+    layers: Annotated[str, typer.Option(help="Comma-separated linear layer kinds.")] = ",".join(
+        ReleaseConfig.target_modules
+    ),
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the figures here.")
+    ] = None,
+    seed: int = 0,
+    trust_remote_code: bool = False,
 ) -> None:
-    """Fit a gradient decoder on a proxy model."""
-    _not_yet("r2f fit", 5)
+    """Fit a gradient decoder on a proxy model; print held-out cosines per layer kind."""
+    from reveal_release.r2f.cli_r2f import fit_command
+
+    fit_command(
+        proxy=proxy, out=out, views=views, rank=rank, prompts=prompts, layers=layers,
+        json_path=json_path, seed=seed, trust_remote_code=trust_remote_code,
+    )  # fmt: skip
 
 
 @r2f_app.command("check")
 def r2f_check(
-    decoder: Annotated[Path, typer.Option(help="A fitted decoder.")],
+    decoder: Annotated[Path, typer.Option(help="A fitted decoder folder.")],
     model: ModelOpt = DEFAULT_MODEL,
+    prompts: Annotated[int, typer.Option(min=4, help="Held-out prompts (batches of 4).")] = 8,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the figures here.")
+    ] = None,
+    seed: int = 0,
+    trust_remote_code: bool = False,
 ) -> None:
-    """Measure how well a decoder transfers to a model."""
-    _not_yet("r2f check", 5)
+    """Held-out cosine of a decoder on a model, against the analytic baseline."""
+    from reveal_release.r2f.cli_r2f import check_command
+
+    check_command(
+        decoder=decoder, model=model, prompts=prompts, json_path=json_path, seed=seed,
+        trust_remote_code=trust_remote_code,
+    )  # fmt: skip
 
 
 def main() -> None:

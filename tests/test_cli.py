@@ -13,20 +13,6 @@ def test_help_lists_every_command():
         assert cmd in out.stdout
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["release", "--run", "runs/x", "--update", "r2f"],
-        ["r2f", "fit", "--proxy", "smollm2-135m", "--out", "d"],
-    ],
-)
-def test_unbuilt_commands_say_so(args):
-    out = run_rr(*args)
-    assert out.returncode == 2
-    assert "not available yet" in out.stderr
-    assert out.stdout == ""
-
-
 def test_bad_model_is_one_clear_line():
     out = run_rr("generate", "--model", "no-such-model", "hi")
     assert out.returncode == 2

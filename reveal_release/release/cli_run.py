@@ -25,6 +25,12 @@ def release_command(
     FORGET_LOSSES.get(cfg.loss)
     RETAIN_LOSSES.get(cfg.retain_loss)
     get_update(cfg.update)
+    if cfg.update == "r2f":
+        from reveal_release.r2f.decoder import load_decoder
+
+        if not cfg.extra.get("decoder"):
+            raise RRError("--update r2f needs --decoder PATH (make one with `rr r2f fit`)")
+        load_decoder(Path(cfg.extra["decoder"]))  # a bad decoder fails before any work
     if backend not in ("hf", "vllm"):
         raise RRError(f"unknown backend '{backend}': choose hf or vllm")
     rd = RunDir.load(run)

@@ -1,0 +1,273 @@
+"""R2F: gradient identities, analytic and fitted decoders, save/load, transfer, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import run_rr
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from reveal_release.errors import RRError
+from reveal_release.models import LoadedModel
+from reveal_release.r2f.decoder import (
+    analytic,
+    cosine,
+    input_basis,
+    load_decoder,
+    subspace_solve,
+)
+from reveal_release.r2f.fit import check_decoder, check_range, fit_decoder, make_examples
+from reveal_release.r2f.sketch import Capture, capture, linear_layers, nll_loss, random_a
+from reveal_release.release.data import collate, encode
+
+KINDS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _llama(tok, hidden: int, layers: int, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _batch(tok):
+    pairs = [("Write a loop.", "for i in range(3): print(i)"), ("Name a colour.", "Blue.")]
+    return collate([encode(tok, p, r, 64) for p, r in pairs], tok.pad_token_id)
+
+
+def test_lora_gradient_identities_against_autograd(tiny_model):
+    from peft import LoraConfig, get_peft_model
+
+    tok = tiny_model.tokenizer
+    model = _llama(tok, 64, 2)
+    peft = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "up_proj"])
+    )
+    s = 8 / 4
+    for name, p in peft.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)  # B != 0, so dL/dA carries G too
+        if name.endswith("q_proj.base_layer.weight") or name.endswith("up_proj.base_layer.weight"):
+            p.requires_grad_(True)
+    b = _batch(tok)
+    out = peft(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"])
+    out.loss.backward()
+    params = dict(peft.named_parameters())
+    checked = 0
+    for name, p in params.items():
+        if not name.endswith(".base_layer.weight"):
+            continue
+        stem = name.removesuffix(".base_layer.weight")
+        g = p.grad
+        a, bm = params[f"{stem}.lora_A.default.weight"], params[f"{stem}.lora_B.default.weight"]
+        torch.testing.assert_close(bm.grad, s * g @ a.detach().T, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a.grad, s * bm.detach().T @ g, rtol=1e-4, atol=1e-6)
+        checked += 1
+    assert checked == 4  # 2 kinds x 2 layers
+
+
+def test_sketches_without_weight_gradients_match_autograd(tiny_model):
+    tok = tiny_model.tokenizer
+    model = _llama(tok, 64, 2)
+    layers = linear_layers(model, KINDS)
+    assert len(layers) == 14 and layers[-1].depth == 1.0
+    a = random_a(layers, 4, seed=1)
+    cap = Capture()
+    b = _batch(tok)
+    capture(model, layers, b, nll_loss, a, cap, want_true=True)
+    assert all(p.grad is None for p in model.parameters())  # no weight gradient was computed
+    out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"])
+    out.loss.backward()
+    mods = dict(model.named_modules())
+    for ly in layers:
+        g = mods[ly.name].weight.grad
+        torch.testing.assert_close(cap.true[ly.name], g, rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(cap.sketches[ly.name][0], g @ a[ly.name].T, rtol=1e-3, atol=1e-6)
+
+
+def test_analytic_decoder_is_unbiased():
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(6, 20, generator=gen)
+    r, d, n = 4, 20, 4000
+    a_mats = [torch.randn(r, d, generator=gen) / d**0.5 for _ in range(n)]
+    mean = analytic([g @ a.T for a in a_mats], a_mats)
+    assert (mean - g).norm() / g.norm() < 0.1  # one view alone is far off; the mean is not
+    one = analytic([g @ a_mats[0].T], a_mats[:1])
+    assert cosine(one, g) < 0.9 < cosine(mean, g)
+
+
+def test_subspace_decoder_is_exact_inside_the_input_span():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 6, generator=gen) @ torch.randn(6, 40, generator=gen)  # rank-6 inputs
+    u = input_basis([x], k_max=6)
+    g = torch.randn(10, 200, generator=gen) @ x  # rows in the span of the inputs
+    a_mats = [torch.randn(4, 40, generator=gen) for _ in range(2)]  # 2 views x r 4 >= k 6
+    m = subspace_solve([g @ a.T for a in a_mats], a_mats, u, 6, 1e-6)
+    assert cosine(m @ u.T, g) > 0.999
+    assert cosine(analytic([g @ a.T for a in a_mats], a_mats), g) < 0.9
+
+
+def _loaded(tiny_model, model) -> LoadedModel:
+    import dataclasses
+
+    return dataclasses.replace(tiny_model, model=model, fingerprint="r2f-test")
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_model, tmp_path_factory):
+    """A decoder fitted on a 2-layer, 64-wide tiny Llama, and its folder."""
+    from reveal_release.r2f.cli_r2f import FIT_POOLS, prompts_from
+
+    proxy = _loaded(tiny_model, _llama(tiny_model.tokenizer, 64, 2))
+    dec, fig = fit_decoder(proxy, prompts_from(FIT_POOLS, 12), KINDS, views=2, rank=4)
+    path = tmp_path_factory.mktemp("dec") / "decoder"
+    dec.save(path)
+    return dec, fig, path
+
+
+def test_fit_reports_held_out_cosines_per_layer_kind(fitted):
+    dec, fig, _ = fitted
+    assert set(fig["layers"]) == set(KINDS)
+    for v in fig["layers"].values():
+        assert -1 <= v["cosine_learned"] <= 1 and -1 <= v["cosine_analytic"] <= 1
+    assert fig["cosine_learned"] > fig["cosine_analytic"]  # the fitted decoder beats the baseline
+    assert dec.scores.shape[:2] == (7, 3)
+
+
+def test_save_load_gives_the_same_outputs(fitted):
+    dec, _, path = fitted
+    again = load_decoder(path)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(50, 32, generator=gen)
+    a_mats = [torch.randn(4, 32, generator=gen) for _ in range(2)]
+    s = [torch.randn(8, 4, generator=gen) for _ in range(2)]
+    u = input_basis([x])
+    for kind in KINDS:
+        assert dec.params(kind, 0.5) == again.params(kind, 0.5)
+        torch.testing.assert_close(
+            dec.decode(kind, 0.9, s, a_mats, u), again.decode(kind, 0.9, s, a_mats, u)
+        )
+
+
+def test_a_decoder_fitted_on_one_architecture_runs_on_another(fitted, tiny_model):
+    from reveal_release.r2f.cli_r2f import CHECK_POOLS, prompts_from
+
+    dec, _, _ = fitted
+    other = _loaded(tiny_model, _llama(tiny_model.tokenizer, 96, 3, seed=5))  # other widths, depth
+    layers = linear_layers(other.model, KINDS)
+    examples = make_examples(other, prompts_from(CHECK_POOLS, 4), 2, 4, seed=3)
+    fig = check_decoder(dec, other, layers, examples, rank=4, seed=9)
+    assert fig["layers"]["down_proj"]["n"] == 3 and -1 <= fig["cosine_learned"] <= 1
+
+
+def test_bad_decoders_and_ranges(fitted, tmp_path):
+    dec, _, path = fitted
+    with pytest.raises(RRError, match="not a decoder folder"):
+        load_decoder(tmp_path / "nothing")
+    bad = tmp_path / "corrupt"
+    bad.mkdir()
+    (bad / "decoder.json").write_text((path / "decoder.json").read_text())
+    (bad / "decoder.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(RRError, match="corrupt"):
+        load_decoder(bad)
+    old = tmp_path / "old"
+    old.mkdir()
+    cfg = json.loads((path / "decoder.json").read_text())
+    (old / "decoder.json").write_text(json.dumps({**cfg, "format": 0}))
+    (old / "decoder.safetensors").write_bytes((path / "decoder.safetensors").read_bytes())
+    with pytest.raises(RRError, match="format 0, this rr reads 1"):
+        load_decoder(old)
+    partial = type(dec)(["q_proj"], 4, 2, "x", dec.scores[:1])
+    with pytest.raises(RRError, match="no mapping for 'k_proj' layers"):
+        partial.params("k_proj", 0.0)
+    for views, rank, msg in (
+        (0, 8, "--views"),
+        (17, 8, "--views"),
+        (4, 0, "--rank"),
+        (4, 65, "--rank"),
+    ):
+        with pytest.raises(RRError, match=msg):
+            check_range(views, rank)
+
+
+def test_r2f_commands_bad_input_is_one_line(tmp_path, tiny_folder):
+    cases = [
+        (["r2f", "check", "--decoder", str(tmp_path), "--model", str(tiny_folder)],
+         "not a decoder folder"),
+        (["r2f", "fit", "--proxy", str(tiny_folder), "--out", str(tmp_path / "d"), "--views", "0"],
+         "--views must be between 1 and 16"),
+        (["r2f", "fit", "--proxy", str(tiny_folder), "--out", str(tmp_path / "d"), "--rank", "99"],
+         "--rank must be between 1 and 64"),
+        (["release", "--run", str(tmp_path), "--update", "r2f"], "--update r2f needs --decoder"),
+    ]  # fmt: skip
+    for args, msg in cases:
+        out = run_rr(*args)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and msg in lines[0], (args, out.stderr)
+
+
+def test_fit_check_and_release_with_r2f_through_the_command_line(tiny_folder, tmp_path):
+    dec_dir, fit_json, check_json = tmp_path / "dec", tmp_path / "fit.json", tmp_path / "chk.json"
+    fit = run_rr(
+        "r2f", "fit", "--proxy", str(tiny_folder), "--out", str(dec_dir), "--views", "2",
+        "--rank", "4", "--prompts", "12", "--json", str(fit_json),
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    assert "cosine learned" in fit.stdout and (dec_dir / "decoder.safetensors").is_file()
+    figs = json.loads(fit_json.read_text())
+    assert {"cosine_learned", "cosine_analytic", "layers"} <= set(figs)
+    assert set(figs["layers"]["q_proj"]) >= {"cosine_learned", "cosine_analytic"}
+    chk = run_rr(
+        "r2f", "check", "--decoder", str(dec_dir), "--model", str(tiny_folder),
+        "--prompts", "4", "--json", str(check_json),
+    )  # fmt: skip
+    assert chk.returncode == 0, chk.stderr
+    assert json.loads(check_json.read_text())["layers"]["down_proj"]["n"] == 2
+
+    spec = tmp_path / "anything.toml"
+    spec.write_text(
+        'name = "anything"\nthreshold = 0.0\n[judge]\nname = "code"\n'
+        '[reveal]\npool = "code.txt"\n[retain]\npool = "retain.txt"\n'
+        '[heldout]\npool = "heldout/code.txt"\n'
+    )
+    run = tmp_path / "run"
+    rev = run_rr(
+        "reveal", "--model", str(tiny_folder), "--target", str(spec), "--run", str(run),
+        "--budget", "6", "--retain-budget", "4",
+    )  # fmt: skip
+    assert rev.returncode == 0, rev.stderr
+    rel = run_rr(
+        "release", "--run", str(run), "--rounds", "2", "--update", "r2f", "--decoder",
+        str(dec_dir), "--steps", "2", "--probes", "2", "--qa", "2", "--reveal-budget", "4",
+        "--batch-size", "2", "--rank", "4",
+    )  # fmt: skip
+    assert rel.returncode == 0, rel.stderr
+    from safetensors.torch import load_file
+
+    from reveal_release.release.lora import read_adapter
+
+    ab = read_adapter(run / "round-1" / "adapter")
+    assert len(ab) == 14 and all(a.shape[0] == 4 for a, _ in ab.values())
+    merged, base = (
+        load_file(run / "model" / "model.safetensors"),
+        load_file(tiny_folder / "model.safetensors"),
+    )
+    key = "model.layers.0.mlp.down_proj.weight"
+    assert not torch.equal(merged[key], base[key])
+    if (run / "round-2" / "adapter").is_dir():  # round 2's update avoids round 1's subspace
+        a1 = read_adapter(run / "round-1" / "adapter")
+        a2 = read_adapter(run / "round-2" / "adapter")
+        k = next(iter(a1))
+        overlap = (a2[k][0] @ a1[k][0].T).abs().max() / (a2[k][0].norm() * a1[k][0].norm())
+        assert overlap < 1e-3
+    exp = run_rr(
+        "export", "--run", str(run), "--out", str(tmp_path / "exp"), "--format", "adapters"
+    )
+    assert exp.returncode == 0, exp.stderr
