@@ -49,8 +49,9 @@ def one(name: str, method: str, decoder: str, device: str, repeats: int) -> dict
     import torch
 
     from reveal_release.console import peak_rss_bytes
-    from reveal_release.r2f.decoder import input_basis, load_decoder
+    from reveal_release.r2f.decoder import load_decoder
     from reveal_release.r2f.sketch import Capture, capture, linear_layers, nll_loss, random_a
+    from reveal_release.r2f.update import decoded_step
     from reveal_release.release.config import ReleaseConfig
     from reveal_release.release.data import collate, encode
 
@@ -82,17 +83,8 @@ def one(name: str, method: str, decoder: str, device: str, repeats: int) -> dict
                 a = {k: x.to(device) for k, x in random_a(layers, dec.rank, step * 10 + v).items()}
                 a_views.append(a)
                 capture(model, layers, batch, nll_loss, a, cap, keep_inputs=1024)
-            with torch.no_grad():
-                for ly in layers:
-                    g = dec.decode(
-                        ly.kind,
-                        ly.depth,
-                        cap.sketches[ly.name],
-                        [a[ly.name] for a in a_views],
-                        input_basis(cap.inputs[ly.name]),
-                    )
-                    w = mods[ly.name].weight
-                    w -= (1e-3 * float(w.norm()) / max(float(g.norm()), 1e-12)) * g.to(w.dtype)
+            scale = {ly.name: 1e-3 * float(mods[ly.name].weight.norm()) for ly in layers}
+            decoded_step(dec, layers, mods, cap, a_views, scale)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)  # fmt: skip

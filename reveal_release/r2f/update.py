@@ -44,6 +44,41 @@ def low_rank(delta: Any, rank: int) -> tuple[Any, Any]:
     return vh[:r].contiguous(), (u[:, :r] * s[:r]).contiguous()
 
 
+def decoded_step(
+    dec: Any,
+    layers: Sequence[Any],
+    mods: dict[str, Any],
+    cap: Any,
+    a_views: Sequence[dict[str, Any]],
+    step_size: dict[str, float],
+    protect: dict[str, Any] | None = None,
+) -> list[float]:
+    """Decode each layer's gradient from the views' sketches and step its weights by
+    step_size[name] along it (earlier rounds' subspaces removed); the decoded norms."""
+    import torch
+
+    from reveal_release.r2f.decoder import input_basis
+
+    norms = []
+    with torch.no_grad():
+        for ly in layers:
+            g = dec.decode(
+                ly.kind,
+                ly.depth,
+                cap.sketches[ly.name],
+                [a[ly.name] for a in a_views],
+                input_basis(cap.inputs[ly.name]),
+            )
+            q = (protect or {}).get(ly.name)
+            if q is not None:  # no component in earlier rounds' subspaces
+                g = g - (g @ q.to(g.device)) @ q.T.to(g.device)
+            w, gn = mods[ly.name].weight, float(g.norm())
+            if gn > 0:
+                w -= (step_size[ly.name] / gn) * g.to(w.dtype)
+            norms.append(gn)
+    return norms
+
+
 def seq_logp(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     """(sum of answer-token log-probs, count) per sequence, gradients from the embeddings."""
     import torch
@@ -108,7 +143,7 @@ def r2f_update(inp: RoundInputs, adapter_dir: Path) -> TrainResult:
     import torch
 
     from reveal_release.models import LoadedModel, stop_token_ids
-    from reveal_release.r2f.decoder import input_basis, load_decoder
+    from reveal_release.r2f.decoder import load_decoder
     from reveal_release.r2f.fit import paraphrases
     from reveal_release.r2f.sketch import Capture, capture, linear_layers, random_a
     from reveal_release.release.data import batch_indices
@@ -154,23 +189,8 @@ def r2f_update(inp: RoundInputs, adapter_dir: Path) -> TrainResult:
                 a_views.append(a)
                 fn = round_loss(cfg, forget, ref[idx], retain)
                 losses.append(capture(model, layers, forget, fn, a, cap, keep_inputs=2048))
-            norms = []
-            with torch.no_grad():
-                for ly in layers:
-                    g = dec.decode(
-                        ly.kind,
-                        ly.depth,
-                        cap.sketches[ly.name],
-                        [a[ly.name] for a in a_views],
-                        input_basis(cap.inputs[ly.name]),
-                    )
-                    q = protect.get(ly.name)
-                    if q is not None:  # no component in earlier rounds' subspaces
-                        g = g - (g @ q.to(g.device)) @ q.T.to(g.device)
-                    w, gn = mods[ly.name].weight, float(g.norm())
-                    if gn > 0:
-                        w -= (cfg.lr * float(original[ly.name].norm()) / gn) * g.to(w.dtype)
-                    norms.append(gn)  # fmt: skip
+            scale = {n: cfg.lr * float(w.norm()) for n, w in original.items()}
+            norms = decoded_step(dec, layers, mods, cap, a_views, scale, protect)
             loss = sum(losses) / len(losses)
             entry = {
                 "step": step + 1,

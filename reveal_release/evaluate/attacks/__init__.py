@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,16 +31,16 @@ class AttackContext:
     cached: Callable[[str, Callable[[], Any]], Any] = field(default=lambda key, fn: fn())
 
 
-class Attack:
+class Attack(ABC):
     """One attack: `run` returns its figures for one model, or raises AttackSkipped."""
 
     description = ""
     on_base = False  # also run on the base model, as the before figure
     uses_forget = False  # its figures depend on the run's forget set
 
+    @abstractmethod
     def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:
         """The attack's figures on `loaded` (never changes `loaded` itself)."""
-        raise NotImplementedError
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
