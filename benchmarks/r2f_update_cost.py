@@ -51,9 +51,9 @@ def one(name: str, method: str, decoder: str, device: str, repeats: int) -> dict
     from reveal_release.console import peak_rss_bytes
     from reveal_release.r2f.decoder import load_decoder
     from reveal_release.r2f.sketch import Capture, capture, linear_layers, nll_loss, random_a
-    from reveal_release.r2f.update import decoded_step
-    from reveal_release.release.config import ReleaseConfig
-    from reveal_release.release.data import collate, encode
+    from reveal_release.r2f.step import decoded_step
+    from reveal_release.train.config import DEFAULT_MODULES
+    from reveal_release.train.data import collate, encode
 
     model, tok = build(name, device)
     text = "def add(a, b):\n    return a + b\n" * 12
@@ -74,7 +74,7 @@ def one(name: str, method: str, decoder: str, device: str, repeats: int) -> dict
             times.append(time.perf_counter() - t)
     else:
         dec = load_decoder(decoder)
-        layers = linear_layers(model, ReleaseConfig.target_modules)
+        layers = linear_layers(model, DEFAULT_MODULES)
         mods = dict(model.named_modules())
         for step in range(repeats + 1):
             t = time.perf_counter()
@@ -82,7 +82,7 @@ def one(name: str, method: str, decoder: str, device: str, repeats: int) -> dict
             for v in range(dec.views):
                 a = {k: x.to(device) for k, x in random_a(layers, dec.rank, step * 10 + v).items()}
                 a_views.append(a)
-                capture(model, layers, batch, nll_loss, a, cap, keep_inputs=1024)
+                capture(model, layers, nll_loss(batch), a, cap, keep_inputs=1024)
             scale = {ly.name: 1e-3 * float(mods[ly.name].weight.norm()) for ly in layers}
             decoded_step(dec, layers, mods, cap, a_views, scale)
             if device.startswith("cuda"):

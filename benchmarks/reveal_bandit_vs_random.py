@@ -32,6 +32,24 @@ def last_half(pulls: list, key: str) -> float:
     return float(np.mean([getattr(p, key) for p in pulls if p.step in late]))
 
 
+def print_table(args: argparse.Namespace, rows: list[tuple]) -> None:
+    """Each (seed, strategy) row, then the means and the NeuralUCB / random ratios."""
+    print(
+        f"\ntarget {args.target}, model {args.model}, budget {args.budget} responses, "
+        f"seeds {args.seeds}, features {args.features}"
+    )
+    print(f"{'seed':<6}{'strategy':<11}{'reward':>8}{'relevance':>11}{'tok/s':>8}")
+    for r in rows:
+        print(f"{r[0]:<6}{r[1]:<11}{r[2]:>8.3f}{r[3]:>11.3f}{r[4]:>8.1f}")
+    for col, what in ((2, "reward"), (3, "relevance")):
+        ucb = np.mean([r[col] for r in rows if r[1] == "neuralucb"])
+        rnd = np.mean([r[col] for r in rows if r[1] == "random"])
+        print(
+            f"mean {what}, last half of steps: neuralucb {ucb:.3f}, random {rnd:.3f}, "
+            f"ratio {ucb / rnd:.2f}x"
+        )
+
+
 def main() -> None:
     """Run both strategies for each seed and print the table."""
     parser = argparse.ArgumentParser()
@@ -61,48 +79,18 @@ def main() -> None:
         for seed in args.seeds:
             for strategy in ("neuralucb", "random"):
                 cfg = SearchConfig(
-                    budget=args.budget,
-                    strategy=strategy,
-                    seed=seed,
+                    budget=args.budget, strategy=strategy, seed=seed,
                     max_new_tokens=args.max_new_tokens,
-                )
+                )  # fmt: skip
                 ckpt = Path(tmp) / f"{strategy}-{seed}.safetensors"
                 res = InstructionSearch(
                     pool, sampler, judge.score, inst, resp, cfg, ckpt, meta_pool=meta
                 ).run()
-                rows.append(
-                    (
-                        seed,
-                        strategy,
-                        last_half(res.pulls, "reward"),
-                        last_half(res.pulls, "relevance"),
-                        res.tokens_per_s,
-                    )
-                )
-                print(
-                    f"seed {seed} {strategy:<9} reward(last half) {rows[-1][2]:.3f} "
-                    f"relevance {rows[-1][3]:.3f}",
-                    flush=True,
-                )
-    print(
-        f"\ntarget {args.target}, model {args.model}, budget {args.budget} responses, "
-        f"seeds {args.seeds}, features {args.features}"
-    )
-    print(f"{'seed':<6}{'strategy':<11}{'reward':>8}{'relevance':>11}{'tok/s':>8}")
-    for r in rows:
-        print(f"{r[0]:<6}{r[1]:<11}{r[2]:>8.3f}{r[3]:>11.3f}{r[4]:>8.1f}")
-    ucb = np.mean([r[2] for r in rows if r[1] == "neuralucb"])
-    rnd = np.mean([r[2] for r in rows if r[1] == "random"])
-    ucb_rel = np.mean([r[3] for r in rows if r[1] == "neuralucb"])
-    rnd_rel = np.mean([r[3] for r in rows if r[1] == "random"])
-    print(
-        f"mean reward, last half of steps: neuralucb {ucb:.3f}, random {rnd:.3f}, "
-        f"ratio {ucb / rnd:.2f}x"
-    )
-    print(
-        f"mean relevance, last half: neuralucb {ucb_rel:.3f}, random {rnd_rel:.3f}, "
-        f"ratio {ucb_rel / rnd_rel:.2f}x"
-    )
+                reward, rel = last_half(res.pulls, "reward"), last_half(res.pulls, "relevance")
+                rows.append((seed, strategy, reward, rel, res.tokens_per_s))
+                print(f"seed {seed} {strategy:<9} reward(last half) {reward:.3f} "
+                      f"relevance {rel:.3f}", flush=True)  # fmt: skip
+    print_table(args, rows)
 
 
 if __name__ == "__main__":

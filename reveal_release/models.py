@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reveal_release.cache import build_entry, cache_root, entry_for, file_sha256
-from reveal_release.embedded import DEFAULT_MODEL, EMBEDDED
+from reveal_release.embedded_models import DEFAULT_MODEL, EMBEDDED
 from reveal_release.errors import RRError
+from reveal_release.model_cache import build_entry, cache_root, entry_for, file_sha256
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_PATTERNS = ("*.safetensors",)
@@ -56,6 +56,12 @@ class LoadedModel:
     def device(self) -> Any:
         """The device the weights live on."""
         return next(self.model.parameters()).device
+
+    @classmethod
+    def bare(cls, model: Any, tokenizer: Any) -> LoadedModel:
+        """A model and tokenizer in hand (no provenance), e.g. to generate with weights in flux."""
+        return cls(model, tokenizer, ModelSource("", "memory"), Path("."), "", 0.0,
+                   stop_token_ids=stop_token_ids(tokenizer))  # fmt: skip
 
 
 def resolve(spec: str | None) -> ModelSource:
@@ -183,6 +189,37 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
+def _torch_dtype(device: str, dtype: str | None) -> Any:
+    """The dtype asked for, else bf16 on a CUDA device that has it, else float32."""
+    import torch
+
+    if dtype is not None:
+        return getattr(torch, dtype)
+    use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if use_bf16 else torch.float32
+
+
+def _from_folder(folder: Path, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    """Model (safetensors only) and tokenizer from a transformers folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    return model, AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+
+
+def _load_error(folder: Path, exc: Exception) -> RRError:
+    hint = (
+        ": it may need custom code; pass --trust-remote-code if you trust it"
+        if "trust_remote_code" in str(exc)
+        else ""
+    )
+    return RRError(
+        f"could not load the model in {folder} ({type(exc).__name__}: {_first_line(exc)}){hint}"
+    )
+
+
 def load_model(
     spec: str | None = None,
     *,
@@ -192,8 +229,6 @@ def load_model(
     progress: bool = False,
 ) -> LoadedModel:
     """Load a model and tokenizer from an alias, folder, .gguf file or hub id."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -206,40 +241,17 @@ def load_model(
         folder = source.folder if source.kind == "folder" else _hub_folder(source.spec)
         fingerprint = _folder_fingerprint(folder)
     device = pick_device(device)
-    if dtype is None:
-        use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-        torch_dtype = torch.bfloat16 if use_bf16 else torch.float32
-    else:
-        torch_dtype = getattr(torch, dtype)
-
-    def _load() -> tuple[Any, Any]:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code
-        )
-        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        return model, tok
-
+    torch_dtype = _torch_dtype(device, dtype)
     try:
-        model, tokenizer = _load()
+        model, tokenizer = _from_folder(folder, torch_dtype, trust_remote_code)
     except Exception as exc:  # noqa: BLE001
-        if source.kind in ("embedded", "gguf") and not built:
-            # A cache entry that looked complete but does not load: rebuild it once.
-            _say(
-                progress,
-                f"cached model in {folder} does not load ({type(exc).__name__}): rebuilding",
-            )
-            entry_for(source.gguf, source.name).remove()
-            folder, fingerprint, built = _gguf_folder(source, progress)
-            model, tokenizer = _load()
-        else:
-            raise RRError(
-                f"could not load the model in {folder} ({type(exc).__name__}: {_first_line(exc)})"
-                + (
-                    ": it may need custom code; pass --trust-remote-code if you trust it"
-                    if "trust_remote_code" in str(exc)
-                    else ""
-                )
-            ) from None
+        if source.kind not in ("embedded", "gguf") or built:
+            raise _load_error(folder, exc) from None
+        # A cache entry that looked complete but does not load: rebuild it once.
+        _say(progress, f"cached model in {folder} does not load ({type(exc).__name__}): rebuilding")
+        entry_for(source.gguf, source.name).remove()
+        folder, fingerprint, built = _gguf_folder(source, progress)
+        model, tokenizer = _from_folder(folder, torch_dtype, trust_remote_code)
     model.to(device)
     model.eval()
     prepare_tokenizer(tokenizer)
@@ -260,60 +272,6 @@ def load_model(
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else ""
-
-
-@dataclass
-class ModelListing:
-    """One row of `rr models`."""
-
-    name: str
-    kind: str
-    embedded: bool
-    installed: bool
-    cached: bool
-    size_bytes: int | None
-    where: str
-
-
-def available_models() -> list[ModelListing]:
-    """Embedded aliases (installed or not) and every model in the cache."""
-    from reveal_release.cache import list_entries
-
-    rows: list[ModelListing] = []
-    cached = list_entries()
-    for alias, emb in EMBEDDED.items():
-        hit = [(p, m) for p, m in cached if m.get("name") == alias]
-        installed = emb.installed()
-        rows.append(
-            ModelListing(
-                name=alias + (" (default)" if alias == DEFAULT_MODEL else ""),
-                kind=emb.description,
-                embedded=True,
-                installed=installed,
-                cached=bool(hit),
-                size_bytes=_dir_size(hit[0][0]) if hit else None,
-                where=str(hit[0][0]) if hit else ("not cached yet" if installed else emb.install),
-            )
-        )
-    for path, meta in cached:
-        if meta.get("name") in EMBEDDED:
-            continue
-        rows.append(
-            ModelListing(
-                name=meta.get("source", path.name),
-                kind="GGUF, dequantised",
-                embedded=False,
-                installed=True,
-                cached=True,
-                size_bytes=_dir_size(path),
-                where=str(path),
-            )
-        )
-    return rows
-
-
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
 
 
 def model_summary(loaded: LoadedModel) -> dict:

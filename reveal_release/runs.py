@@ -24,7 +24,24 @@ from reveal_release.errors import RRError
 
 MANIFEST = "run.json"
 MANIFEST_FORMAT = 1
+FORGET_SET = "reveal/forget.jsonl"
+RETAIN_SET = "reveal/retain.jsonl"
+MODEL_DIR = "model"
+MODEL_MARKER = "model/rr-model.json"
 TRACKED_PACKAGES = ("reveal-release", "torch", "transformers", "peft", "accelerate", "vllm")
+
+
+def round_dir(k: int) -> str:
+    """The run-relative folder of round k."""
+    return f"round-{k}"
+
+
+def relevant(rows: list[dict], threshold: float, *, best_first: bool = False) -> list[dict]:
+    """The rows whose judged relevance reaches the threshold (most relevant first if asked)."""
+    out = [r for r in rows if r.get("relevance", 0.0) >= threshold]
+    if best_first:
+        out.sort(key=lambda r: -float(r.get("relevance", 0.0)))
+    return out
 
 
 def _now() -> str:
@@ -174,6 +191,60 @@ class RunDir:
         entry.pop("error", None)
         self.save()
 
+    # -- layout ----------------------------------------------------------------------
+    def reveal_config(self, also: str = "") -> dict[str, Any]:
+        """The finished reveal stage's settings (model, target...), or a one-line error."""
+        config = self.manifest["stages"].get("reveal", {}).get("config") or {}
+        if not self.is_done("reveal") or not config:
+            raise RRError(
+                f"{self.root} has no finished reveal stage: run `rr reveal --run {self.root} "
+                f"--target ...` first{also}"
+            )
+        return config
+
+    def check_model(self, fingerprint: str) -> None:
+        """A one-line error when the run's model is not the one `rr reveal` used."""
+        if fingerprint != self.manifest["identity"].get("model"):
+            model = self.manifest["stages"].get("reveal", {}).get("config", {}).get("model")
+            raise RRError(
+                f"the model '{model}' changed since `rr reveal` ran in {self.root} "
+                "(its fingerprint differs): restore it or start a new run"
+            )
+
+    def forget_set(self) -> list[dict]:
+        """The first reveal's forget samples."""
+        return self.read_jsonl(FORGET_SET)
+
+    def retain_set(self) -> list[dict]:
+        """The reveal's retain samples (empty when it wrote none)."""
+        return self.read_jsonl(RETAIN_SET) if self.path(RETAIN_SET).exists() else []
+
+    def rounds(self) -> list[int]:
+        """The numbers of the round folders present, from 1 up to the first gap."""
+        out, k = [], 1
+        while self.path(round_dir(k)).exists():
+            out.append(k)
+            k += 1
+        return out
+
+    def round_metrics(self, k: int) -> dict[str, Any] | None:
+        """Round k's metrics.json (None before it was measured)."""
+        return self.read_json(f"{round_dir(k)}/metrics.json")
+
+    def kept_rounds(self) -> list[int]:
+        """The finished rounds whose module is part of the released model (not rolled back)."""
+        return [
+            k
+            for k in self.rounds()
+            if self.is_done(round_dir(k))
+            and self.path(round_dir(k), "adapter").exists()
+            and not self.stage_info(round_dir(k)).get("rolled_back")
+        ]
+
+    def has_released_model(self) -> bool:
+        """Whether DIR/model holds a model written by `rr release`."""
+        return self.path(MODEL_MARKER).exists()
+
     # -- files -----------------------------------------------------------------------
     def path(self, *parts: str) -> Path:
         """A path inside the run folder."""
@@ -229,6 +300,18 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         ) from None
     if manifest.get("format") != MANIFEST_FORMAT or "stages" not in manifest:
         raise RRError(f"{path} is not a reveal-release manifest of format {MANIFEST_FORMAT}")
+    return _upgrade(manifest)
+
+
+def _upgrade(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Rename the stage settings that earlier versions wrote under other names."""
+    stages = manifest["stages"]
+    reveal = (stages.get("reveal") or {}).get("config") or {}
+    if "alpha" in reveal:  # the reward's diversity weight, once called alpha
+        reveal["diversity_weight"] = reveal.pop("alpha")
+    release = (stages.get("release") or {}).get("config") or {}
+    if "extra" in release:  # the R2F decoder path, once carried in an `extra` dict
+        release["decoder"] = (release.pop("extra") or {}).get("decoder", "")
     return manifest
 
 

@@ -1,15 +1,20 @@
-"""Shared fixtures: a session model cache, the embedded model, and a tiny random Llama."""
+"""Shared fixtures: a session model cache, a tokenizer and tiny models built here (no model to
+load), the embedded model for integration tests, and one tiny revealed run shared by all."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import build_parrot, run_rr, save_model, tiny_llama, tiny_tokenizer, write_spec
 
-REPO = Path(__file__).resolve().parents[1]
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """A test that uses the embedded model is an integration test, marked or not."""
+    for item in items:
+        if "embedded" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,103 +35,42 @@ def embedded(rr_cache: Path):
 
 
 @pytest.fixture(scope="session")
-def tiny_model(embedded):
-    """A 2-layer random Llama with the embedded tokenizer: fast unit tests on a real shape."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tokenizer():
+    """A small BPE tokenizer with a chat template, trained on the shipped text (no model)."""
+    from reveal_release.models import prepare_tokenizer
 
-    from reveal_release.models import LoadedModel, stop_token_ids
+    return prepare_tokenizer(tiny_tokenizer())
 
-    tok = embedded.tokenizer
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    model = LlamaForCausalLM(config).eval()
-    return LoadedModel(
-        model=model,
-        tokenizer=tok,
-        source=embedded.source,
-        folder=embedded.folder,
-        fingerprint="tiny-random",
-        load_seconds=0.0,
-        stop_token_ids=stop_token_ids(tok),
-    )
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer):
+    """A 2-layer random Llama: fast unit tests on a real architecture."""
+    from reveal_release.models import LoadedModel
+
+    return LoadedModel.bare(tiny_llama(tokenizer), tokenizer)
 
 
 @pytest.fixture(scope="session")
 def tiny_folder(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model saved as a plain transformers folder (safetensors)."""
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model.model.save_pretrained(path, safe_serialization=True)
-    tiny_model.tokenizer.save_pretrained(path)
-    return path
+    return save_model(tiny_model.model, tiny_model.tokenizer, tmp_path_factory.mktemp("tiny"))
 
 
-def run_rr(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real `rr` command line in a subprocess."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "reveal_release.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=REPO,
-    )
+@pytest.fixture(scope="session")
+def parrot_folder(tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The parrot (answers every prompt with a line of Python) as a transformers folder."""
+    return save_model(build_parrot(tokenizer), tokenizer, tmp_path_factory.mktemp("parrot"))
 
 
-def build_parrot(tokenizer, text: str):
-    """A real tiny Llama wired by hand to answer every prompt with `text`, then stop.
-
-    Attention and MLP outputs are zero, so each position sees only its own token; the
-    embedding gives each token of `text` its own axis (every other token shares axis 0) and
-    the head maps axis i to the token after it: a bigram chain that greedy decoding follows.
-    """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    chain = tokenizer(text, add_special_tokens=False).input_ids
-    assert len(set(chain)) == len(chain), "the parrot's text needs distinct tokens"
-    hidden = 64
-    assert len(chain) + 1 <= hidden
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        emb = model.model.embed_tokens.weight
-        emb.zero_()
-        emb[:, 0] = 1.0
-        head = model.lm_head.weight
-        head.zero_()
-        head[chain[0], 0] = 20.0  # any token outside the chain (the prompt's last) starts it
-        for i, tok_id in enumerate(chain):
-            emb[tok_id].zero_()
-            emb[tok_id, i + 1] = 1.0
-            nxt = chain[i + 1] if i + 1 < len(chain) else tokenizer.eos_token_id
-            head[nxt, i + 1] = 20.0
-    return model
+@pytest.fixture(scope="session")
+def revealed(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `rr reveal` of the tiny model on a threshold-0 code spec, shared read-only:
+    tests that change a run work on a copy (helpers.copy_run)."""
+    tmp = tmp_path_factory.mktemp("revealed")
+    spec = write_spec(tmp)
+    out = run_rr(
+        "reveal", "--model", str(tiny_folder), "--target", str(spec), "--run", str(tmp / "run"),
+        "--budget", "6", "--retain-budget", "4",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return tmp / "run"

@@ -31,9 +31,9 @@ def test_vendi_matches_hand_computation_for_two_vectors():
 
 def test_reward_is_the_weighted_harmonic_mean():
     assert reward(0.5, 0.5) == pytest.approx(0.5)
-    assert reward(1.0, 0.25, alpha=0.5) == pytest.approx(1 / (0.5 / 0.25 + 0.5 / 1.0))
+    assert reward(1.0, 0.25, diversity_weight=0.5) == pytest.approx(1 / (0.5 / 0.25 + 0.5 / 1.0))
     assert reward(0.0, 0.9) == 0.0
-    assert reward(0.8, 0.4, alpha=1.0) == pytest.approx(0.4)
+    assert reward(0.8, 0.4, diversity_weight=1.0) == pytest.approx(0.4)
 
 
 def test_per_arm_gradients_match_autograd():

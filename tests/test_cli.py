@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_rr
+from helpers import run_rr
 
 
 def test_help_lists_every_command():

@@ -6,45 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import build_parrot, run_rr
+from helpers import copy_run, kill_when, popen_rr, run_rr, write_spec
 
-from reveal_release.evaluate.runner import ALL_ATTACKS
+from reveal_release.evaluate.settings import ALL_ATTACKS
 
 FAST_RELEASE = ["--steps", "4", "--probes", "3", "--qa", "4", "--batch-size", "2"]
 FAST_EVAL = ["--probes", "3", "--qa", "4", "--max-new-tokens", "8", "--relearn-steps", "2"]
 
 
-def _spec(tmp: Path, heldout: bool = True) -> Path:
-    """Code pools with threshold 0, so a random model's text counts as revealing the target."""
-    spec = tmp / ("anything.toml" if heldout else "no-probes.toml")
-    spec.write_text(
-        'name = "anything"\nthreshold = 0.0\n[judge]\nname = "code"\n'
-        '[reveal]\npool = "code.txt"\n[retain]\npool = "retain.txt"\n'
-        + ('[heldout]\npool = "heldout/code.txt"\n' if heldout else "")
-    )
-    return spec
-
-
-@pytest.fixture(scope="module")
-def revealed(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run after `rr reveal` with the tiny model (no release yet)."""
-    tmp = tmp_path_factory.mktemp("eval-revealed")
-    run = tmp / "run"
-    out = run_rr(
-        "reveal", "--model", str(tiny_folder), "--target", str(_spec(tmp)), "--run", str(run),
-        "--budget", "6", "--retain-budget", "4",
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return run
-
-
 @pytest.fixture(scope="module")
 def released(revealed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of that run after a one-round `rr release`."""
-    import shutil
-
-    run = tmp_path_factory.mktemp("eval-released") / "run"
-    shutil.copytree(revealed, run)
+    run = copy_run(revealed, tmp_path_factory.mktemp("eval-released"))
     out = run_rr("release", "--run", str(run), "--rounds", "1", *FAST_RELEASE)
     assert out.returncode == 0, out.stderr
     return run
@@ -57,13 +30,14 @@ def test_eval_of_a_released_run_writes_the_report_and_caches(released):
     m = json.loads((report / "metrics.json").read_text())
     assert set(m["models"]) == {"base", "released"} and m["evaluated"] == "released"
     for model in m["models"].values():
-        assert model["heldout"]["n"] == 3 and 0 <= model["heldout"]["rate"] <= 1
+        # Threshold 0: every answer counts as revealing, so every rate is exactly 1.
+        assert model["heldout"]["n"] == 3 and model["heldout"]["rate"] == 1.0
         assert model["utility"]["qa_n"] == 4 and model["utility"]["perplexity"] > 1
         # The random model's answers can be empty: then there is no NLL (None, never NaN).
         assert model["fluency"]["nll_under_base"] is None or model["fluency"]["nll_under_base"] > 0
     assert set(m["attacks"]) == set(ALL_ATTACKS)
     for name in ("relearn", "quant-int8", "quant-int4", "rephrase", "jailbreak"):
-        assert 0 <= m["attacks"][name]["released"]["reveal_rate"] <= 1, name
+        assert m["attacks"][name]["released"]["reveal_rate"] == 1.0, name
     assert 0 <= m["attacks"]["mia"]["released"]["auc"] <= 1
     assert "reveal_rate" in m["attacks"]["rephrase"]["base"]  # the before figure
     ga = m["baseline_ga"]
@@ -101,13 +75,10 @@ def test_eval_of_a_run_without_a_release_evaluates_the_base_and_says_so(revealed
 
 
 def test_eval_of_a_lone_model_skips_attacks_that_cannot_run_with_a_reason(
-    tiny_model, tiny_folder, tmp_path
+    parrot_folder, tiny_folder, tmp_path
 ):
-    folder = tmp_path / "parrot"
-    build_parrot(tiny_model.tokenizer, "def double(n): return 2 * n").save_pretrained(folder)
-    tiny_model.tokenizer.save_pretrained(folder)
     out = run_rr(
-        "eval", "--model", str(folder), "--target", "code", "--out", str(tmp_path / "r"),
+        "eval", "--model", str(parrot_folder), "--target", "code", "--out", str(tmp_path / "r"),
         "--probes", "4", "--qa", "4", "--max-new-tokens", "16",
         "--attacks", "relearn,mia,quant-int8", "--base", str(tiny_folder),
     )  # fmt: skip
@@ -133,7 +104,7 @@ def test_eval_bad_input_is_one_clear_line(tiny_folder, tmp_path):
         (["eval", "--run", str(tmp_path / "none")], "not a run folder"),
         (["eval", "--model", str(tiny_folder), "--target", "code", "--attacks", "x"],
          "unknown attack 'x'"),
-        (["eval", "--model", str(tiny_folder), "--target", str(_spec(tmp_path, heldout=False)),
+        (["eval", "--model", str(tiny_folder), "--target", str(write_spec(tmp_path, heldout=False)),
           "--out", str(tmp_path / "o")], "has no held-out probes"),
     ]  # fmt: skip
     for args, msg in cases:
@@ -145,31 +116,17 @@ def test_eval_bad_input_is_one_clear_line(tiny_folder, tmp_path):
 
 
 def test_eval_killed_midway_resumes_from_its_cache(released, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from conftest import REPO
-
     out_dir = tmp_path / "r"
     args = ["eval", "--run", str(released), "--out", str(out_dir), *FAST_EVAL, "--no-baseline"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reveal_release.cli", *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     cache = out_dir / "cache.json"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if cache.exists() and len(json.loads(cache.read_text() or "{}")) >= 2:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "eval finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+
+    def two_figures() -> bool:
+        try:
+            return len(json.loads(cache.read_text())) >= 2
+        except (OSError, ValueError):
+            return False
+
+    kill_when(popen_rr(*args), two_figures)
     kept = len(json.loads(cache.read_text()))
     assert kept >= 2 and not (out_dir / "metrics.json").exists()
     again = run_rr(*args)

@@ -8,17 +8,17 @@ import math
 
 import pytest
 import torch
-from conftest import build_parrot, run_rr
+from helpers import build_parrot, run_rr
 
 from reveal_release.errors import RRError
 from reveal_release.evaluate.attacks import AttackContext, AttackSkipped
-from reveal_release.evaluate.cache import MetricCache
-from reveal_release.evaluate.cli_eval import parse_attacks
-from reveal_release.evaluate.fluency import repetition_rate
-from reveal_release.evaluate.mia import auc, min_k_score
-from reveal_release.evaluate.quantize import quantize_model, quantize_tensor
 from reveal_release.evaluate.report import build_report, report_from_file
-from reveal_release.evaluate.topic_qa import topic_qa_items
+from reveal_release.evaluate.settings import EvalSettings, parse_attacks
+from reveal_release.metrics.figure_cache import MetricCache
+from reveal_release.metrics.fluency import repetition_rate
+from reveal_release.metrics.knowledge import topic_qa_items
+from reveal_release.metrics.mia import auc, min_k_score
+from reveal_release.metrics.quantizers import quantize_model, quantize_tensor
 from reveal_release.targets.judges.base import make_judge
 from reveal_release.targets.spec import load_target
 
@@ -83,7 +83,7 @@ def test_quantize_model_changes_linear_layers_only(tiny_model):
 
 def test_cache_computes_once(tmp_path):
     calls = []
-    from reveal_release.evaluate.cache import NotCached
+    from reveal_release.metrics.figure_cache import NotCached
 
     cache = MetricCache(tmp_path / "c.json", salt="s1")
     skip = {"skipped": "not here"}
@@ -103,8 +103,10 @@ def test_parse_attacks():
     assert parse_attacks("all")[0] == "relearn"
     assert parse_attacks("none") == ()
     assert parse_attacks("mia, relearn") == ("mia", "relearn")
-    with pytest.raises(RRError, match="unknown attack 'quantum'"):
-        parse_attacks("quantum")
+    with pytest.raises(RRError, match="unknown attack 'quantum': choose all, none or some of"):
+        EvalSettings(attacks=parse_attacks("quantum"))
+    with pytest.raises(RRError, match="--relearn-lr must be positive"):
+        EvalSettings(relearn_lr=0.0)
 
 
 def test_topic_knowledge_questions(tmp_path):
@@ -145,7 +147,7 @@ def test_parrot_answers_with_its_text(tiny_model):
 
 
 def test_reveal_rate_of_models_that_always_or_never_answer_with_code(tiny_model):
-    from reveal_release.evaluate.probes import reveal_rate
+    from reveal_release.metrics.probes import reveal_rate
 
     spec = load_target("code")
     judge = make_judge(spec.judge, **spec.judge_params)
@@ -158,7 +160,7 @@ def test_reveal_rate_of_models_that_always_or_never_answer_with_code(tiny_model)
 def _ctx(spec, forget_rows, base=None) -> AttackContext:
     from dataclasses import asdict
 
-    from reveal_release.evaluate.runner import EvalSettings
+    from reveal_release.evaluate.settings import EvalSettings
 
     s = asdict(EvalSettings(relearn_steps=2, max_new_tokens=12, mia_max_new_tokens=12))
     judge = make_judge(spec.judge, **spec.judge_params)
@@ -166,7 +168,7 @@ def _ctx(spec, forget_rows, base=None) -> AttackContext:
 
 
 def test_quantisation_keeps_the_parrot_and_leaves_the_model_alone(tiny_model):
-    from reveal_release.evaluate.attacks.quantize import Int4, Int8
+    from reveal_release.evaluate.attacks.quantized import Int4, Int8
 
     parrot = _parrot(tiny_model, CODE)
     before = {k: v.clone() for k, v in parrot.model.state_dict().items()}
@@ -268,6 +270,12 @@ def test_report_only_from_the_command_line(tmp_path):
     page = (report / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3  # no bandit data: no bandit plot
     assert "turned off (--no-baseline)" in (report / "report.md").read_text()
-    build_report(metrics, tmp_path / "again")  # rebuilding anywhere works too
+    paths = build_report(metrics, tmp_path / "again")  # rebuilding anywhere works too
+    assert paths["html"] == tmp_path / "again" / "report.html"
+    assert paths["html"].read_text().count("data:image/png;base64,") == 3
+    assert "turned off (--no-baseline)" in (tmp_path / "again" / "report.md").read_text()
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text()) == json.loads(
+        (report / "metrics.json").read_text()
+    )
     missing = run_rr("eval", "--run", str(tmp_path / "nowhere"), "--report-only")
     assert missing.returncode != 0 and "rerun `rr eval`" in missing.stderr

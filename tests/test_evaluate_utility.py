@@ -9,14 +9,9 @@ import random
 import pytest
 
 from reveal_release.errors import RRError
-from reveal_release.evaluate.probes import reveal_rate
-from reveal_release.evaluate.utility import (
-    answer_matches,
-    load_qa,
-    perplexity,
-    plain_text,
-    qa_accuracy,
-)
+from reveal_release.metrics.perplexity import perplexity, plain_text
+from reveal_release.metrics.probes import reveal_rate
+from reveal_release.metrics.qa import answer_matches, load_qa, qa_accuracy
 from reveal_release.targets.spec import load_target
 
 
@@ -81,8 +76,8 @@ def test_reveal_rate_needs_heldout_probes_or_prompts(tiny_model):
     with pytest.raises(RRError, match="target 'code' has no held-out probes"):
         reveal_rate(tiny_model, spec)
     result = reveal_rate(tiny_model, spec, prompts=["Say hello."], max_new_tokens=4)
-    assert result.n == 1 and 0.0 <= result.rate <= 1.0
     assert set(result.rows[0]) == {"prompt", "response", "score"}
+    assert result.n == 1 and result.rate == float(result.rows[0]["score"] >= spec.threshold)
 
 
 @pytest.mark.integration
@@ -111,8 +106,10 @@ def test_embedded_reveal_rate_on_four_code_probes(embedded):
     spec = load_target("code")
     result = reveal_rate(embedded, spec, prompts=spec.heldout_pool[:4], max_new_tokens=32)
     assert result.n == 4 and len(result.rows) == 4
-    assert 0.0 <= result.rate <= 1.0 and 0.0 <= result.mean_score <= 1.0
     assert [r["prompt"] for r in result.rows] == spec.heldout_pool[:4]
+    hits = sum(r["score"] >= spec.threshold for r in result.rows)
+    assert result.rate == hits / 4 and result.rate >= 0.5  # the base model writes code
+    assert result.mean_score == pytest.approx(sum(r["score"] for r in result.rows) / 4)
 
 
 def test_qa_questions_are_in_no_instruction_pool():

@@ -249,7 +249,7 @@ def test_unknown_judge_lists_choices() -> None:
 
 
 def test_embedder_vectors() -> None:
-    from reveal_release.embedder import DIM, embed
+    from reveal_release.sentence_embedder import DIM, embed
 
     texts = ["A cat sat on the mat.", "A kitten was sitting on the rug.", "Stock markets fell."]
     e = embed(texts, batch_size=2)

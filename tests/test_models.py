@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reveal_release.cache import cache_root, entry_for
 from reveal_release.errors import RRError
+from reveal_release.model_cache import cache_root, entry_for
 from reveal_release.models import load_model, resolve
 
 
@@ -86,7 +86,7 @@ def test_embedded_model_is_cached_and_reloads_fast(embedded):
     again = load_model("smollm2-135m")
     assert not again.built_cache
     assert again.fingerprint == embedded.fingerprint
-    assert again.load_seconds < embedded.load_seconds or not embedded.built_cache
+    # How much faster the cached load is: benchmarks/model_load.py (timings are not asserted).
 
 
 @pytest.mark.integration

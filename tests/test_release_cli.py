@@ -5,64 +5,26 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_rr
+from helpers import copy_run, kill_when, popen_rr, run_rr, stage_status, weights
 
 from reveal_release.atomic import read_jsonl
 
 # Small, fast settings: the tiny random model trains in milliseconds per step.
 FAST = ["--steps", "6", "--probes", "3", "--qa", "4", "--reveal-budget", "4", "--batch-size", "2"]
-
-
-def _spec(tmp_path: Path) -> Path:
-    """Code pools with threshold 0, so a random model's text counts as revealing the target."""
-    spec = tmp_path / "anything.toml"
-    spec.write_text(
-        'name = "anything"\nthreshold = 0.0\n[judge]\nname = "code"\n'
-        '[reveal]\npool = "code.txt"\n[retain]\npool = "retain.txt"\n'
-        '[heldout]\npool = "heldout/code.txt"\n'
-    )
-    return spec
-
-
-@pytest.fixture(scope="module")
-def revealed(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real run folder after `rr reveal` with the tiny model."""
-    tmp = tmp_path_factory.mktemp("revealed")
-    run = tmp / "run"
-    out = run_rr(
-        "reveal", "--model", str(tiny_folder), "--target", str(_spec(tmp)), "--run", str(run),
-        "--budget", "6", "--retain-budget", "4",
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return run
-
-
-def _copy(run: Path, tmp_path: Path, name: str = "run") -> Path:
-    dst = tmp_path / name
-    shutil.copytree(run, dst)
-    return dst
-
-
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(folder / "model.safetensors")
+# Enough NPO for the hand-wired parrot to stop answering with its code (the default lr is
+# tuned for real models and needs more steps here).
+PARROT_RELEASE = ["--steps", "12", "--lr", "0.005", "--batch-size", "4"]
 
 
 def test_release_writes_rounds_a_loadable_model_and_exports(revealed, tiny_folder, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    run = _copy(revealed, tmp_path)
+    run = copy_run(revealed, tmp_path)
     out = run_rr("release", "--run", str(run), "--rounds", "2", *FAST)
     assert out.returncode == 0, out.stderr
     assert "before / after" in out.stdout and "held-out reveal" in out.stdout
@@ -108,50 +70,26 @@ def test_release_writes_rounds_a_loadable_model_and_exports(revealed, tiny_folde
     assert (run / "round-3" / "metrics.json").is_file()
 
 
-def _popen(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "reveal_release.cli", *args],
-        cwd=REPO,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while not ready() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before the kill: make it longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
-def _status(run: Path, stage: str) -> str:
-    try:
-        return json.loads((run / "run.json").read_text())["stages"].get(stage, {}).get("status", "")
-    except ValueError:
-        return ""
-
-
 def test_killed_release_resumes_inside_and_between_rounds(revealed, tmp_path):
-    args = ["--rounds", "2", *FAST, "--steps", "60", "--checkpoint-every", "5"]
-    whole = _copy(revealed, tmp_path, "whole")
+    # Each kill waits on a file or a status, never on the clock: a slow machine only makes
+    # the test slower. 20 steps with a checkpoint every 2 leave time to kill mid-round.
+    args = ["--rounds", "2", *FAST, "--steps", "20", "--checkpoint-every", "2"]
+    whole = copy_run(revealed, tmp_path, "whole")
     assert run_rr("release", "--run", str(whole), *args).returncode == 0
-    want = _weights(whole / "model")
+    want = weights(whole / "model")
 
-    run = _copy(revealed, tmp_path, "killed")
+    run = copy_run(revealed, tmp_path, "killed")
     # Inside round 1: killed after a training checkpoint.
-    proc = _popen(["release", "--run", str(run), *args])
-    _kill_when(proc, lambda: (run / "round-1" / "train-state.json").exists())
-    assert _status(run, "round-1") == "running"
+    proc = popen_rr("release", "--run", str(run), *args)
+    kill_when(proc, lambda: (run / "round-1" / "train-state.json").exists())
+    assert stage_status(run, "round-1") == "running"
     # Between rounds: round 1 finished, round 2 under way.
-    proc = _popen(["release", "--run", str(run), *args])
-    _kill_when(proc, lambda: _status(run, "round-1") == "done")
-    assert _status(run, "round-2") in ("", "running")
+    proc = popen_rr("release", "--run", str(run), *args)
+    kill_when(proc, lambda: stage_status(run, "round-1") == "done")
+    assert stage_status(run, "round-2") in ("", "running")
     out = run_rr("release", "--run", str(run), *args)
     assert out.returncode == 0, out.stderr
-    got = _weights(run / "model")
+    got = weights(run / "model")
     assert set(got) == set(want)
     for name, w in want.items():
         assert torch.allclose(got[name], w, atol=1e-5), name
@@ -173,7 +111,7 @@ def test_release_without_reveal_stage(tmp_path):
 
 
 def test_empty_and_irrelevant_forget_sets(revealed, tmp_path):
-    run = _copy(revealed, tmp_path)
+    run = copy_run(revealed, tmp_path)
     forget = run / "reveal" / "forget.jsonl"
     rows = read_jsonl(forget)
     forget.write_text("")
@@ -201,7 +139,7 @@ def test_empty_and_irrelevant_forget_sets(revealed, tmp_path):
     ],
 )
 def test_bad_options_fail_before_any_work(revealed, tmp_path, args, message):
-    run = _copy(revealed, tmp_path)
+    run = copy_run(revealed, tmp_path)
     out = run_rr("release", "--run", str(run), *args)
     assert out.returncode == 2
     assert message in out.stderr
@@ -219,7 +157,7 @@ def test_disk_full_while_saving_keeps_every_finished_round(revealed, tmp_path, m
     from reveal_release.runs import RunDir
     from reveal_release.targets.spec import load_target
 
-    run = _copy(revealed, tmp_path)
+    run = copy_run(revealed, tmp_path)
     reveal_cfg = RunDir.load(run).manifest["stages"]["reveal"]["config"]
     spec = load_target(reveal_cfg["target"])
     cfg = ReleaseConfig(rounds=2, steps=4, batch_size=2, probe_limit=3, qa_limit=4, reveal_budget=4)
@@ -234,12 +172,12 @@ def test_disk_full_while_saving_keeps_every_finished_round(revealed, tmp_path, m
     monkeypatch.setattr(atomic.tempfile, "mkdtemp", full_disk)
     with pytest.raises(RRError, match="no space left"):
         run_release(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg)
-    assert _status(run, "round-2") == "failed"
+    assert stage_status(run, "round-2") == "failed"
     assert (run / "round-1" / "adapter" / "adapter_model.safetensors").read_bytes() == round1
     assert (run / "model" / "model.safetensors").read_bytes() == model1
     monkeypatch.undo()
     summary = run_release(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg)
-    assert len(summary.rounds) == 2 and _status(run, "round-2") == "done"
+    assert len(summary.rounds) == 2 and stage_status(run, "round-2") == "done"
 
 
 def test_a_round_that_spends_the_utility_budget_is_rolled_back(revealed, tmp_path):
@@ -252,7 +190,7 @@ def test_a_round_that_spends_the_utility_budget_is_rolled_back(revealed, tmp_pat
     from reveal_release.runs import RunDir
     from reveal_release.targets.spec import load_target
 
-    run = _copy(revealed, tmp_path)
+    run = copy_run(revealed, tmp_path)
     reveal_cfg = RunDir.load(run).manifest["stages"]["reveal"]["config"]
     spec = load_target(reveal_cfg["target"])
     cfg = ReleaseConfig(rounds=1, steps=4, batch_size=2, probe_limit=3, qa_limit=4, reveal_budget=4)
@@ -269,3 +207,34 @@ def test_a_round_that_spends_the_utility_budget_is_rolled_back(revealed, tmp_pat
     assert (run / "model" / "model.safetensors").read_bytes() == model1
     info = export_run(RunDir.load(run), tmp_path / "lora", "adapters")
     assert info["rounds"] == 1 and info["rank"] == 8
+
+
+def test_the_parrot_forgets_its_code_end_to_end(parrot_folder, tmp_path):
+    # A model whose every answer is a line of Python, and the built-in `code` target whose judge
+    # says no to anything else: reveal finds the code, release removes it, eval confirms it.
+    run = tmp_path / "run"
+    rev = run_rr(
+        "reveal", "--model", str(parrot_folder), "--target", "code", "--run", str(run),
+        "--budget", "6", "--retain-budget", "3",
+    )  # fmt: skip
+    assert rev.returncode == 0, rev.stderr
+    forget = read_jsonl(run / "reveal" / "forget.jsonl")
+    assert forget and all(r["relevance"] >= 0.5 for r in forget)
+    rel = run_rr(
+        "release", "--run", str(run), "--rounds", "1", "--retain-weight", "0",
+        *PARROT_RELEASE, "--probes", "10", "--qa", "4",
+        "--max-ppl-ratio", "1000", "--min-retain-ratio", "0",
+    )  # fmt: skip
+    assert rel.returncode == 0, rel.stderr
+    base = json.loads((run / "release" / "base-metrics.json").read_text())
+    after = json.loads((run / "round-1" / "metrics.json").read_text())
+    assert base["heldout_reveal_rate"] == 1.0
+    assert after["heldout_reveal_rate"] <= 0.1, after["examples"][:2]
+    ev = run_rr(
+        "eval", "--run", str(run), "--probes", "10", "--qa", "4", "--max-new-tokens", "16",
+        "--attacks", "quant-int8", "--no-baseline",
+    )  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    m = json.loads((run / "report" / "metrics.json").read_text())
+    assert m["models"]["base"]["heldout"]["rate"] == 1.0
+    assert m["models"]["released"]["heldout"]["rate"] <= 0.1

@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_rr
+from helpers import kill_when, popen_rr, run_rr, stage_status, write_spec
 
 from reveal_release.atomic import read_jsonl
 
 FIELDS = {"instruction", "prompt", "response", "relevance", "round"}
-
-
-def _spec(tmp_path: Path, threshold: float) -> Path:
-    """A user spec on the code pools whose threshold lets a random model's text through."""
-    spec = tmp_path / "anything.toml"
-    spec.write_text(
-        'name = "anything"\n'
-        f"threshold = {threshold}\n"
-        '[judge]\nname = "code"\n'
-        '[reveal]\npool = "code.txt"\n'
-        '[retain]\npool = "retain.txt"\n'
-    )
-    return spec
 
 
 def test_nothing_relevant_is_an_error_not_an_empty_set(tiny_folder: Path, tmp_path: Path):
@@ -55,7 +37,7 @@ def test_nothing_relevant_is_an_error_not_an_empty_set(tiny_folder: Path, tmp_pa
 def test_run_folder_holding_another_run(tiny_folder: Path, tmp_path: Path):
     run = tmp_path / "run"
     same = ["--model", str(tiny_folder), "--run", str(run), "--budget", "6", "--retain-budget", "3"]
-    spec = str(_spec(tmp_path, 0.0))
+    spec = str(write_spec(tmp_path))
     first = run_rr("reveal", *same, "--target", spec)
     assert first.returncode == 0, first.stderr
     other = run_rr("reveal", "--model", str(tiny_folder), "--target", "person", "--run", str(run))
@@ -80,7 +62,7 @@ def test_bad_options_fail_before_any_work(tmp_path: Path, args, message):
 
 
 def test_killed_reveal_resumes_to_the_same_sets(tiny_folder: Path, tmp_path: Path):
-    spec = _spec(tmp_path, 0.0)
+    spec = write_spec(tmp_path)
     args = [
         "--model",
         str(tiny_folder),
@@ -95,20 +77,9 @@ def test_killed_reveal_resumes_to_the_same_sets(tiny_folder: Path, tmp_path: Pat
     assert run_rr("reveal", *args, "--run", str(whole)).returncode == 0
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reveal_release.cli", "reveal", *args, "--run", str(killed)],
-        cwd=REPO,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     ckpt = killed / "reveal" / "state" / "forget.safetensors"
-    deadline = time.time() + 300
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert json.loads((killed / "run.json").read_text())["stages"]["reveal"]["status"] == "running"
+    kill_when(popen_rr("reveal", *args, "--run", str(killed)), ckpt.exists)
+    assert stage_status(killed, "reveal") == "running"
     assert run_rr("reveal", *args, "--run", str(killed)).returncode == 0
     for name in ("forget.jsonl", "retain.jsonl", "bandit.jsonl"):
         assert read_jsonl(killed / "reveal" / name) == read_jsonl(whole / "reveal" / name), name

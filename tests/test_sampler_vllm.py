@@ -207,8 +207,8 @@ class TestRealVLLM:
         import dataclasses
 
         from reveal_release.release.export import concat_adapters
-        from reveal_release.release.lora import apply_adapter
         from reveal_release.reveal.samplers.hf import HFSampler
+        from reveal_release.train.lora import apply_adapter
 
         rounds = [_save_adapter(embedded, tmp_path / f"round-{k}", seed=10 + k) for k in (1, 2)]
         stacked = tmp_path / "stacked"

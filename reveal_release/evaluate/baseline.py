@@ -7,12 +7,29 @@ from typing import Any
 
 from reveal_release.evaluate.attacks import working_copy
 from reveal_release.models import LoadedModel
+from reveal_release.runs import relevant
 from reveal_release.targets.spec import TargetSpec
 
 
 def ga_points(total_steps: int) -> list[int]:
     """Where to measure: a quarter, half and all of the steps (distinct, at least 1)."""
     return sorted({max(1, total_steps // 4), max(1, total_steps // 2), total_steps})
+
+
+def _settings(train_config: dict[str, Any], steps: int) -> tuple:
+    """The run's LoRA shape and optimiser (same module, same lr and batch), GA objective."""
+    from reveal_release.train.config import LoraSpec, ObjectiveConfig, OptimConfig
+
+    c = dict(train_config)
+    lora = {k: c[k] for k in ("rank", "alpha") if k in c}
+    if "target_modules" in c:
+        lora["target_modules"] = tuple(c["target_modules"])
+    optim = {k: c[k] for k in ("lr", "batch_size", "max_length", "max_grad_norm") if k in c}
+    return (
+        LoraSpec(**lora),
+        OptimConfig(steps=steps, **optim),
+        ObjectiveConfig(loss="ga", retain_weight=0.0),
+    )
 
 
 def ga_baseline(
@@ -30,21 +47,18 @@ def ga_baseline(
     The LoRA shape, learning rate, batch and length are the run's Release settings
     (`train_config`), so the baseline differs from the rounds only in its loss and schedule.
     """
-    from reveal_release.release.config import ReleaseConfig
-    from reveal_release.release.lora import attach_lora
-    from reveal_release.release.trainer import train_round
+    from reveal_release.train import seeds
+    from reveal_release.train.loop import run_steps
+    from reveal_release.train.lora import attach_lora
+    from reveal_release.train.objective import UnlearnObjective
 
-    rows = [r for r in forget_rows if r.get("relevance", 0.0) >= spec.threshold]
-    keep = ("rank", "alpha", "lr", "batch_size", "max_length", "max_grad_norm")
-    same = {k: v for k, v in (train_config or {}).items() if k in keep}
-    if "target_modules" in (train_config or {}):
-        same["target_modules"] = tuple(train_config["target_modules"])
-    cfg = ReleaseConfig(
-        loss="ga", retain_weight=0.0, orth_weight=0.0, steps=total_steps, seed=seed, **same
-    )
+    rows = relevant(list(forget_rows), spec.threshold)
+    lora, optim, objective_cfg = _settings(train_config or {}, total_steps)
     work = working_copy(base)
-    peft = attach_lora(work.model, cfg, seed=seed)
+    peft = attach_lora(work.model, lora, seed=seed)
     work.model = peft
+    stream = (seeds.batch_stream(seed, 1), seeds.batch_stream(seed, 1, "retain"))
+    objective = UnlearnObjective(peft, work.tokenizer, rows, [], objective_cfg, optim, stream)
     points: list[dict[str, Any]] = []
     wanted = set(ga_points(total_steps))
 
@@ -56,13 +70,13 @@ def ga_baseline(
             points.append({"step": step, "loss": entry["forget"], **measure(work)})
             peft.train()
 
-    result = train_round(peft, work.tokenizer, rows, [], [], cfg, round_=1, on_step=step_done)
+    result = run_steps(peft, objective.terms, objective.weights, optim, on_step=step_done)
     return {
         "steps": total_steps,
         "trained_steps": result.steps,
         "stopped": result.stopped,
         "forget_size": len(rows),
-        "lr": cfg.lr,
+        "lr": optim.lr,
         "points": points,
         "train_seconds": result.seconds,
     }

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reveal_release.errors import RRError
-from reveal_release.evaluate.runner import EvalInputs
-from reveal_release.runs import RunDir
+from reveal_release.models import LoadedModel
+from reveal_release.runs import RunDir, round_dir
 from reveal_release.targets.spec import TargetSpec, load_target
 
 
-def _need_probes(spec: TargetSpec) -> None:
-    if not spec.heldout_pool:
-        raise RRError(
-            f"target '{spec.identity()}' has no held-out probes: add a [heldout] pool to its "
-            "spec (see instructions/heldout/); nothing was evaluated"
-        )
+@dataclass
+class EvalInputs:
+    """The models and data one evaluation compares."""
+
+    spec: TargetSpec
+    base: LoadedModel | None
+    released: LoadedModel | None
+    forget_rows: list[dict] = field(default_factory=list)
+    rounds: list[dict] = field(default_factory=list)
+    bandit: list[dict] = field(default_factory=list)
+    ga_steps: int = 0
+    train_config: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def round_records(rd: RunDir) -> list[dict[str, Any]]:
@@ -26,9 +34,10 @@ def round_records(rd: RunDir) -> list[dict[str, Any]]:
         return []
     keep = ("heldout_reveal_rate", "retain_accuracy", "perplexity")
     rows = [{"round": 0, **{k: base[k] for k in keep}}]
-    k = 1
-    while rd.path(f"round-{k}", "metrics.json").exists():
-        m = rd.read_json(f"round-{k}/metrics.json")
+    for k in rd.rounds():
+        m = rd.round_metrics(k)
+        if m is None:
+            break  # rounds are measured in order: nothing after an unmeasured one
         if m.get("trained"):
             rows.append(
                 {
@@ -39,17 +48,13 @@ def round_records(rd: RunDir) -> list[dict[str, Any]]:
                     "forget_size": m.get("forget_size", 0),
                 }
             )
-        k += 1
     return rows
 
 
 def bandit_records(rd: RunDir) -> list[dict[str, Any]]:
     """Every forget-set pull's reward: the first reveal (round 0) and each round's reveal."""
     files = [(0, "reveal/bandit.jsonl")]
-    k = 1
-    while rd.path(f"round-{k}").exists():
-        files.append((k, f"round-{k}/reveal/bandit.jsonl"))
-        k += 1
+    files += [(k, f"{round_dir(k)}/reveal/bandit.jsonl") for k in rd.rounds()]
     out = []
     for round_, rel in files:
         if not rd.path(rel).exists():
@@ -65,29 +70,19 @@ def run_inputs(run: Path, trust_remote_code: bool = False) -> EvalInputs:
     from reveal_release.models import load_model
 
     rd = RunDir.load(run)
-    reveal_cfg = rd.manifest["stages"].get("reveal", {}).get("config") or {}
-    if not rd.is_done("reveal") or not reveal_cfg:
-        raise RRError(
-            f"{run} has no finished reveal stage, so there is nothing to evaluate: run "
-            f"`rr reveal --run {run} --target ...`, or use `rr eval --model M --target T`"
-        )
+    reveal_cfg = rd.reveal_config(", or use `rr eval --model M --target T`")
     spec = load_target(reveal_cfg["target"])
-    _need_probes(spec)
+    spec.probes()
     notes = []
-    has_model = rd.path("model", "rr-model.json").exists()
-    if not has_model:
+    if not rd.has_released_model():
         notes.append(
             f"no released model in {rd.path('model')}: evaluated the base model only "
             f"(run `rr release --run {run}` to release one)"
         )
     base = load_model(reveal_cfg["model"], trust_remote_code=trust_remote_code, progress=True)
-    if base.fingerprint != rd.manifest["identity"].get("model"):
-        raise RRError(
-            f"the model '{reveal_cfg['model']}' changed since `rr reveal` ran in {run} "
-            "(its fingerprint differs): restore it or start a new run"
-        )
+    rd.check_model(base.fingerprint)
     released = None
-    if has_model:
+    if rd.has_released_model():
         released = load_model(str(rd.path("model")), trust_remote_code=trust_remote_code)
     rounds = round_records(rd)
     kept = [r for r in rounds if r["round"] > 0 and not r.get("rolled_back")]
@@ -96,7 +91,7 @@ def run_inputs(run: Path, trust_remote_code: bool = False) -> EvalInputs:
         spec=spec,
         base=base,
         released=released,
-        forget_rows=rd.read_jsonl("reveal/forget.jsonl"),
+        forget_rows=rd.forget_set(),
         rounds=rounds,
         bandit=bandit_records(rd),
         ga_steps=sum(int(r.get("train_steps", 0)) for r in kept),
@@ -113,7 +108,7 @@ def model_inputs(
     from reveal_release.models import load_model
 
     spec = load_target(target)
-    _need_probes(spec)
+    spec.probes()
     loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
     before = load_model(base, trust_remote_code=trust_remote_code) if base else None
     notes = [] if base else ["no --base given: no before figures, no NLL under the original"]

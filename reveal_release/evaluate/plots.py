@@ -107,6 +107,59 @@ def bandit_plot(m: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _rounds_on(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """The rounds' path (kept rounds joined, rolled-back ones hollow), each point labelled."""
+    kept = [r for r in rows if not r.get("rolled_back")]
+    ax.plot(
+        [r["retain_accuracy"] for r in kept],
+        [r["heldout_reveal_rate"] for r in kept],
+        "o-",
+        color="tab:blue",
+        label="rounds (reveal-release)",
+    )
+    back = [r for r in rows if r.get("rolled_back")]
+    if back:
+        ax.scatter(
+            [r["retain_accuracy"] for r in back],
+            [r["heldout_reveal_rate"] for r in back],
+            s=60,
+            facecolors="none",
+            edgecolors="tab:blue",
+            label="rolled-back round",
+        )
+    for r in rows:
+        name = (
+            "base"
+            if r["round"] == 0
+            else f"r{r['round']}" + (" (rolled back)" if r.get("rolled_back") else "")
+        )
+        ax.annotate(
+            name,
+            (r["retain_accuracy"], r["heldout_reveal_rate"]),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+        )
+
+
+def _baseline_on(ax: Any, ga: list[dict[str, Any]], base: dict[str, Any] | None) -> None:
+    """The GA baseline's path from rr eval's own base figures; one label per place."""
+    xs = ([base["utility"]["qa_accuracy"]] if base else []) + [p["qa_accuracy"] for p in ga]
+    ys = ([base["heldout"]["rate"]] if base else []) + [p["reveal_rate"] for p in ga]
+    ax.plot(xs, ys, "s--", color="tab:orange", label="one-shot gradient ascent")
+    at: dict[tuple[float, float], list[int]] = defaultdict(list)
+    for p in ga:  # points on top of each other share one label
+        at[(round(p["qa_accuracy"], 3), round(p["reveal_rate"], 3))].append(p["step"])
+    for i, ((x, y), steps) in enumerate(at.items()):
+        ax.annotate(
+            f"GA {', '.join(map(str, steps))} steps",
+            (x, y),
+            textcoords="offset points",
+            xytext=(6, 6 + 11 * i),  # stacked, so labels of nearby points stay apart
+            fontsize=8,
+        )
+
+
 def tradeoff_plot(m: dict[str, Any], path: Path) -> Path | None:
     """Forget (held-out reveal rate) against utility (QA accuracy): rounds and GA baseline."""
     rows = m.get("rounds") or []
@@ -116,57 +169,12 @@ def tradeoff_plot(m: dict[str, Any], path: Path) -> Path | None:
         return None
     fig, ax = _figure()
     if rows:
-        kept = [r for r in rows if not r.get("rolled_back")]
-        ax.plot(
-            [r["retain_accuracy"] for r in kept],
-            [r["heldout_reveal_rate"] for r in kept],
-            "o-",
-            color="tab:blue",
-            label="rounds (reveal-release)",
-        )
-        back = [r for r in rows if r.get("rolled_back")]
-        if back:
-            ax.scatter(
-                [r["retain_accuracy"] for r in back],
-                [r["heldout_reveal_rate"] for r in back],
-                s=60,
-                facecolors="none",
-                edgecolors="tab:blue",
-                label="rolled-back round",
-            )
-        for r in rows:
-            name = (
-                "base"
-                if r["round"] == 0
-                else f"r{r['round']}" + (" (rolled back)" if r.get("rolled_back") else "")
-            )
-            ax.annotate(
-                name,
-                (r["retain_accuracy"], r["heldout_reveal_rate"]),
-                textcoords="offset points",
-                xytext=(5, 5),
-                fontsize=8,
-            )
+        _rounds_on(ax, rows)
     elif "base" in models:
         b = models["base"]
         ax.plot([b["utility"]["qa_accuracy"]], [b["heldout"]["rate"]], "o", label="base")
     if ga:
-        # The baseline was measured by rr eval: start its line at rr eval's own base figures.
-        b = models.get("base")
-        xs = ([b["utility"]["qa_accuracy"]] if b else []) + [p["qa_accuracy"] for p in ga]
-        ys = ([b["heldout"]["rate"]] if b else []) + [p["reveal_rate"] for p in ga]
-        ax.plot(xs, ys, "s--", color="tab:orange", label="one-shot gradient ascent")
-        at: dict[tuple[float, float], list[int]] = defaultdict(list)
-        for p in ga:  # points on top of each other share one label
-            at[(round(p["qa_accuracy"], 3), round(p["reveal_rate"], 3))].append(p["step"])
-        for i, ((x, y), steps) in enumerate(at.items()):
-            ax.annotate(
-                f"GA {', '.join(map(str, steps))} steps",
-                (x, y),
-                textcoords="offset points",
-                xytext=(6, 6 + 11 * i),  # stacked, so labels of nearby points stay apart
-                fontsize=8,
-            )
+        _baseline_on(ax, ga, models.get("base"))
     ax.set(
         xlabel="retain QA accuracy (higher is better)",
         ylabel="held-out reveal rate (lower is better)",

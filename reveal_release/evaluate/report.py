@@ -10,8 +10,8 @@ from typing import Any
 
 from reveal_release.atomic import atomic_write_json, atomic_write_text
 from reveal_release.errors import RRError
-from reveal_release.evaluate.cache import finite
 from reveal_release.evaluate.plots import PLOTS
+from reveal_release.metrics.figure_cache import finite
 
 Table = tuple[str, list[str], list[list[str]]]
 

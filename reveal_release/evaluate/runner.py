@@ -4,67 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from reveal_release.errors import RRError
-from reveal_release.evaluate.attack_names import ALL_ATTACKS
-from reveal_release.evaluate.attacks import ATTACKS, AttackContext, AttackSkipped, load_attacks
-from reveal_release.evaluate.cache import MetricCache, NotCached, signature
+from reveal_release.evaluate.attacks import ATTACKS, AttackContext, AttackSkipped
+from reveal_release.evaluate.inputs import EvalInputs
+from reveal_release.evaluate.settings import ALL_ATTACKS, EvalSettings
+from reveal_release.metrics.figure_cache import MetricCache, NotCached, signature
 from reveal_release.models import LoadedModel
-from reveal_release.targets.spec import TargetSpec
-
-
-@dataclass
-class EvalSettings:
-    """What `rr eval` measures and how; every figure is cached under these settings."""
-
-    max_new_tokens: int = 64
-    probe_limit: int = 0
-    qa_limit: int = 0
-    attacks: tuple[str, ...] = ALL_ATTACKS
-    baseline: bool = True
-    relearn_samples: int = 8
-    relearn_steps: int = 8
-    relearn_lr: float = 5e-4
-    mia_members: int = 64
-    mia_k: float = 0.2
-    mia_max_new_tokens: int = 96
-    seed: int = 0
-
-    def validate(self) -> None:
-        """A one-line error for any setting out of range, before any work."""
-        load_attacks()
-        for a in self.attacks:
-            ATTACKS.get(a)
-        checks = [
-            (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
-            (self.relearn_samples >= 1, "--relearn-samples must be at least 1"),
-            (self.relearn_steps >= 1, "--relearn-steps must be at least 1"),
-            (self.relearn_lr > 0, "--relearn-lr must be > 0"),
-            (0 < self.mia_k <= 1, "--mia-k must be in (0, 1]"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise RRError(msg)
-
-
-@dataclass
-class EvalInputs:
-    """The models and data one evaluation compares."""
-
-    spec: TargetSpec
-    base: LoadedModel | None
-    released: LoadedModel | None
-    forget_rows: list[dict] = field(default_factory=list)
-    rounds: list[dict] = field(default_factory=list)
-    bandit: list[dict] = field(default_factory=list)
-    ga_steps: int = 0
-    train_config: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    labels: dict[str, str] = field(default_factory=dict)
-
 
 Report = Callable[[str], None]
 
@@ -85,11 +33,10 @@ def _model_metrics(
     say: Report,
 ) -> dict[str, Any]:
     """Held-out reveal rate, target knowledge QA, utility and fluency of one model."""
-    from reveal_release.evaluate.fluency import repetition_rate
-    from reveal_release.evaluate.likelihood import answer_token_logps, mean_nll
-    from reveal_release.evaluate.probes import reveal_rate
-    from reveal_release.evaluate.topic_qa import topic_qa_items
-    from reveal_release.evaluate.utility import load_qa, perplexity, qa_accuracy
+    from reveal_release.metrics.knowledge import topic_qa_items
+    from reveal_release.metrics.perplexity import perplexity
+    from reveal_release.metrics.probes import reveal_rate
+    from reveal_release.metrics.qa import load_qa, qa_accuracy
 
     fp = model_key(loaded)
     gen = signature([s.max_new_tokens, s.probe_limit, s.qa_limit])
@@ -120,20 +67,28 @@ def _model_metrics(
         return {"qa_accuracy": r.accuracy, "qa_n": r.total, "perplexity": perplexity(loaded)}
 
     out["utility"] = cache.get(f"{fp}|utility|{gen}", utility)
-    answers = [r["response"] for r in out["heldout"]["rows"]]
-    fluency: dict[str, Any] = {"repetition_rate": repetition_rate(answers)}
-    if inp.base is not None:
-        base = inp.base
-
-        def nll() -> float:
-            pairs = [(r["prompt"], r["response"]) for r in out["heldout"]["rows"]]
-            return mean_nll(answer_token_logps(base, [p for p in pairs if p[1].strip()]))
-
-        fluency["nll_under_base"] = cache.get(f"{fp}|nll-under|{model_key(base)}|{gen}", nll)
-    else:
-        fluency["nll_under_base_skipped"] = "no base model given (--base)"
-    out["fluency"] = fluency
+    out["fluency"] = _fluency(out["heldout"]["rows"], inp.base, f"{fp}|nll-under", gen, cache)
     return out
+
+
+def _fluency(
+    rows: list[dict], base: LoadedModel | None, key: str, gen: str, cache: MetricCache
+) -> dict[str, Any]:
+    """Repetition rate of the held-out answers and their NLL under the base model."""
+    from reveal_release.metrics.fluency import repetition_rate
+    from reveal_release.metrics.likelihood import answer_token_logps, mean_nll
+
+    fluency: dict[str, Any] = {"repetition_rate": repetition_rate([r["response"] for r in rows])}
+    if base is None:
+        fluency["nll_under_base_skipped"] = "no base model given (--base)"
+        return fluency
+
+    def nll() -> float:
+        pairs = [(r["prompt"], r["response"]) for r in rows]
+        return mean_nll(answer_token_logps(base, [p for p in pairs if p[1].strip()]))
+
+    fluency["nll_under_base"] = cache.get(f"{key}|{model_key(base)}|{gen}", nll)
+    return fluency
 
 
 def _attacks(
@@ -195,17 +150,11 @@ def evaluate(
     inp: EvalInputs, s: EvalSettings, out_dir: Path, say: Report = lambda m: None
 ) -> dict[str, Any]:
     """All figures of one evaluation (cached in out_dir/cache.json), as the report's metrics."""
-    from reveal_release.targets.judges.base import make_judge
+    from reveal_release.targets.judges import make_judge
 
-    s.validate()
     start = time.perf_counter()
     spec = inp.spec
-    probes = spec.heldout_pool[: s.probe_limit] if s.probe_limit else list(spec.heldout_pool)
-    if not probes:
-        raise RRError(
-            f"target '{spec.identity()}' has no held-out probes: add a [heldout] pool to its "
-            "spec (see instructions/heldout/); nothing was evaluated"
-        )
+    probes = spec.probes(s.probe_limit)
     settings = asdict(s)
     # Every figure depends on the target's probes and judge; each key adds the rest it needs.
     cache = MetricCache(
@@ -253,8 +202,8 @@ def _baseline(
 ) -> dict[str, Any]:
     """The one-shot gradient-ascent baseline, or why it was not run."""
     from reveal_release.evaluate.baseline import ga_baseline
-    from reveal_release.evaluate.probes import reveal_rate
-    from reveal_release.evaluate.utility import load_qa, qa_accuracy
+    from reveal_release.metrics.probes import reveal_rate
+    from reveal_release.metrics.qa import load_qa, qa_accuracy
 
     if not s.baseline:
         return {"skipped": "turned off (--no-baseline)"}

@@ -9,6 +9,7 @@ from typing import Any
 
 from reveal_release.errors import RRError
 from reveal_release.models import LoadedModel
+from reveal_release.options import at_least, between, comma_list, non_empty, option, validate
 from reveal_release.r2f.decoder import (
     BUCKETS,
     K_GRID,
@@ -20,37 +21,34 @@ from reveal_release.r2f.decoder import (
     input_basis,
     subspace_solve,
 )
+from reveal_release.r2f.paraphrase import paraphrases
 from reveal_release.r2f.sketch import Capture, Layer, capture, linear_layers, nll_loss, random_a
+from reveal_release.train.config import DEFAULT_MODULES
+from reveal_release.train.data import collate, encode
 
-PARAPHRASE = "Rewrite this request in other words, keeping its meaning. Request: {p}"
 MAX_VIEWS, MAX_RANK = 16, 64
 
 
+@dataclass(frozen=True)
+class FitConfig:
+    """What `rr r2f fit` fits on: how many prompts, views per prompt, sketch rank, layer kinds."""
+
+    views: int = option(4, "Paraphrased views per prompt (1-16).", check=between(1, MAX_VIEWS))
+    rank: int = option(8, "LoRA rank r of the sketches (1-64).", check=between(1, MAX_RANK))
+    prompts: int = option(24, "Prompts to build pairs from.", check=at_least(8))
+    layers: tuple[str, ...] = option(
+        DEFAULT_MODULES, "Comma-separated linear layer kinds.", check=non_empty(),
+        parse=comma_list, show=",".join,
+    )  # fmt: skip
+    seed: int = option(0, "Seed of the views and the random projections.")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
 def check_range(views: int, rank: int) -> None:
-    """A one-line error for a view count or rank out of range."""
-    if not 1 <= views <= MAX_VIEWS:
-        raise RRError(f"--views must be between 1 and {MAX_VIEWS}, got {views}")
-    if not 1 <= rank <= MAX_RANK:
-        raise RRError(f"--rank must be between 1 and {MAX_RANK}, got {rank}")
-
-
-def paraphrases(loaded: LoadedModel, prompts: Sequence[str], n: int, seed: int) -> list[list[str]]:
-    """n - 1 model-written rewordings of each prompt (sampled), the prompt itself first."""
-    from reveal_release.generation import generate
-
-    views = [[p] for p in prompts]
-    for v in range(1, n):
-        gens, _ = generate(
-            loaded,
-            [PARAPHRASE.format(p=p) for p in prompts],
-            max_new_tokens=48,
-            temperature=0.8,
-            seed=seed + v,
-        )
-        for row, g, p in zip(views, gens, prompts, strict=True):
-            line = next((ln.strip(' "') for ln in g.text.splitlines() if ln.strip()), "")
-            row.append(line if len(line) > 8 else p)  # an empty rewording: the prompt again
-    return views
+    """A one-line error for a view count or rank out of range (for library callers)."""
+    FitConfig(views=views, rank=rank)
 
 
 @dataclass
@@ -91,8 +89,6 @@ def gradient_pair(
     loaded: LoadedModel, layers: Sequence[Layer], ex: Example, rank: int, seed: int
 ) -> Pair:
     """Sketches of every view (fresh A each) and the true gradient of view 0's loss."""
-    from reveal_release.release.data import collate, encode
-
     cap = Capture()
     a_all: dict[str, list[Any]] = defaultdict(list)
     for v, prompts in enumerate(ex.views):
@@ -107,7 +103,7 @@ def gradient_pair(
             loaded.tokenizer.pad_token_id,
             loaded.device,
         )
-        capture(loaded.model, layers, batch, nll_loss, a, cap, want_true=v == 0, keep_inputs=4096)
+        capture(loaded.model, layers, nll_loss(batch), a, cap, want_true=v == 0, keep_inputs=4096)
     bases = {ly.name: input_basis(cap.inputs[ly.name]) for ly in layers}
     return Pair(cap.sketches, dict(a_all), bases, cap.true)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reveal_release.errors import RRError
+from reveal_release.train.logprobs import sequence_logps_from_logits
 
 LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
 
@@ -54,55 +55,75 @@ class Capture:
     true: dict[str, Any] = field(default_factory=dict)
 
 
+Forward = Callable[[Any, Any], Any]  # (input_ids, attention_mask) -> logits
+LossFn = Callable[[Forward], Any]  # runs the model through `forward`, returns a scalar loss
+
+
+def _layer_hook(
+    layer: Layer, current: dict[str, Any], a: Any, sums: dict[str, Any], out: Capture,
+    want_true: bool, keep_inputs: int,
+) -> Callable:  # fmt: skip
+    """A forward hook that adds the layer's sketch (and G, and its inputs) at backward time."""
+
+    def fwd(mod, args, output):
+        mask = current["mask"].reshape(-1).bool()
+        x = args[0].detach().reshape(-1, layer.d_in)[mask]
+
+        def bwd(grad):
+            d = grad.detach().reshape(-1, layer.d_out)[mask].float()
+            xf = x.float()
+            part = d.T @ (xf @ a.T)
+            sums[layer.name] = sums[layer.name] + part if layer.name in sums else part
+            if want_true:
+                out.true[layer.name] = out.true.get(layer.name, 0) + d.T @ xf
+            if keep_inputs:
+                rows = out.inputs.setdefault(layer.name, [])
+                if sum(r.shape[0] for r in rows) < keep_inputs:
+                    rows.append(xf)
+
+        if output.requires_grad:
+            output.register_hook(bwd)
+
+    return fwd
+
+
 def capture(
     model: Any,
     layers: Sequence[Layer],
-    batch: dict[str, Any],
-    loss_fn: Callable[[Any, dict[str, Any]], Any],
+    loss_fn: LossFn,
     a_mats: dict[str, Any],
     out: Capture,
     want_true: bool = False,
     keep_inputs: int = 0,
 ) -> float:
-    """One forward/backward of loss_fn; add each layer's sketch (and G) to `out`; the loss."""
+    """One forward/backward of loss_fn; add each layer's sketch (and G) to `out`; the loss.
+
+    loss_fn runs the model through the `forward` it is given (as often as it needs), so each
+    layer's hook knows the attention mask of the pass it is in.
+    """
     import torch
 
     modules = dict(model.named_modules())
-    handles = []
+    current: dict[str, Any] = {"mask": None}  # the attention mask of the pass being run
     sums: dict[str, Any] = {}  # a loss may run the model more than once: add the parts
 
-    def hook(layer: Layer):
-        def fwd(mod, args, output):
-            mask = _current_mask[0].reshape(-1).bool()
-            x = args[0].detach().reshape(-1, layer.d_in)[mask]
+    def forward(input_ids: Any, attention_mask: Any) -> Any:
+        current["mask"] = attention_mask
+        return embeddings_forward(model, input_ids, attention_mask)
 
-            def bwd(grad):
-                d = grad.detach().reshape(-1, layer.d_out)[mask].float()
-                xf = x.float()
-                part = d.T @ (xf @ a_mats[layer.name].T)
-                sums[layer.name] = sums[layer.name] + part if layer.name in sums else part
-                if want_true:
-                    g = d.T @ xf
-                    out.true[layer.name] = out.true.get(layer.name, 0) + g
-                if keep_inputs:
-                    rows = out.inputs.setdefault(layer.name, [])
-                    if sum(r.shape[0] for r in rows) < keep_inputs:
-                        rows.append(xf)
-
-            if output.requires_grad:
-                output.register_hook(bwd)
-
-        return fwd
-
-    for layer in layers:
-        handles.append(modules[layer.name].register_forward_hook(hook(layer)))
+    handles = [
+        modules[ly.name].register_forward_hook(
+            _layer_hook(ly, current, a_mats[ly.name], sums, out, want_true, keep_inputs)
+        )
+        for ly in layers
+    ]
     # No weight gradients: backprop only carries activations' gradients (the point of R2F).
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     try:
         with torch.enable_grad():
-            loss = loss_fn(model, batch)
+            loss = loss_fn(forward)
             loss.backward()
     finally:
         for h in handles:
@@ -114,27 +135,22 @@ def capture(
     return float(loss.detach())
 
 
-_current_mask: list[Any] = [None]  # the attention mask of the forward pass being run
-
-
-def forward(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+def embeddings_forward(model: Any, input_ids: Any, attention_mask: Any) -> Any:
     """Logits with gradients flowing from the input embeddings (weights need none)."""
-    _current_mask[0] = attention_mask
     emb = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
     return model(inputs_embeds=emb, attention_mask=attention_mask).logits
 
 
-def nll_loss(model: Any, batch: dict[str, Any]) -> Any:
-    """Mean next-token NLL of the answer tokens; gradients flow from the input embeddings."""
-    import torch.nn.functional as F
+def nll_loss(batch: dict[str, Any]) -> LossFn:
+    """The loss function: mean next-token NLL of the batch's answer tokens."""
 
-    from reveal_release.release.data import IGNORE
+    def loss_fn(forward: Forward) -> Any:
+        logp, n = sequence_logps_from_logits(
+            forward(batch["input_ids"], batch["attention_mask"]), batch["labels"]
+        )
+        return -logp.sum() / n.sum()
 
-    logits = forward(model, batch["input_ids"], batch["attention_mask"])[:, :-1]
-    labels = batch["labels"][:, 1:]
-    return F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE
-    )
+    return loss_fn
 
 
 def random_a(layers: Sequence[Layer], rank: int, seed: int) -> dict[str, Any]:

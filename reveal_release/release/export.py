@@ -13,23 +13,15 @@ from pathlib import Path
 
 from reveal_release.atomic import atomic_dir, atomic_write_json
 from reveal_release.errors import RRError
-from reveal_release.release.lora import ADAPTER_FILE, read_adapter
-from reveal_release.runs import RunDir
+from reveal_release.runs import RunDir, round_dir
+from reveal_release.train.lora import read_adapter, write_adapter_file
 
 FORMATS = ("merged", "adapters")
 
 
 def trained_rounds(run: RunDir) -> list[Path]:
-    """The adapter folders of the rounds that trained, in order."""
-    out = []
-    k = 1
-    while run.path(f"round-{k}").exists():
-        folder = run.path(f"round-{k}", "adapter")
-        rolled_back = run.stage_info(f"round-{k}").get("rolled_back")
-        if run.is_done(f"round-{k}") and folder.exists() and not rolled_back:
-            out.append(folder)
-        k += 1
-    return out
+    """The adapter folders of the rounds in the released model, in order."""
+    return [run.path(round_dir(k), "adapter") for k in run.kept_rounds()]
 
 
 def _scaling(config: dict) -> float:
@@ -41,12 +33,11 @@ def _scaling(config: dict) -> float:
 def concat_adapters(folders: list[Path], out: Path) -> dict:
     """Write one PEFT adapter equal to the sum of the rounds' modules; return its config."""
     import torch
-    from safetensors.torch import save_file
 
     configs = [json.loads((f / "adapter_config.json").read_text()) for f in folders]
     mods = [read_adapter(f) for f in folders]
     names = sorted(set().union(*mods))
-    tensors = {}
+    factors = {}
     rank = None
     for name in names:
         a_parts, b_parts = [], []
@@ -58,15 +49,14 @@ def concat_adapters(folders: list[Path], out: Path) -> dict:
                 a, b = torch.zeros_like(ref[0][: cfg["r"]]), torch.zeros(ref[1].shape[0], cfg["r"])
             a_parts.append(a)
             b_parts.append(_scaling(cfg) * b)
-        tensors[f"{name}.lora_A.weight"] = torch.cat(a_parts, 0).contiguous()
-        tensors[f"{name}.lora_B.weight"] = torch.cat(b_parts, 1).contiguous()
-        rank = tensors[f"{name}.lora_A.weight"].shape[0]
+        factors[name] = (torch.cat(a_parts, 0), torch.cat(b_parts, 1))
+        rank = factors[name][0].shape[0]
     config = dict(configs[0])
     modules = sorted({m for c in configs for m in c.get("target_modules") or []})
     config.update(r=rank, lora_alpha=rank, use_rslora=False, target_modules=modules)
     config.pop("rank_pattern", None)
     config.pop("alpha_pattern", None)
-    save_file(tensors, str(out / ADAPTER_FILE), metadata={"format": "pt"})
+    write_adapter_file(out, factors)
     atomic_write_json(out / "adapter_config.json", config)
     return config
 

@@ -18,11 +18,12 @@ def measure(
     qa_limit: int = 0,
 ) -> dict[str, Any]:
     """The figures each round is judged by, with a few example answers."""
-    from reveal_release.evaluate.probes import reveal_rate
-    from reveal_release.evaluate.utility import load_qa, perplexity, qa_accuracy
+    from reveal_release.metrics.perplexity import perplexity
+    from reveal_release.metrics.probes import reveal_rate
+    from reveal_release.metrics.qa import load_qa, qa_accuracy
 
     start = time.perf_counter()
-    prompts = spec.heldout_pool[:probe_limit] if probe_limit else None
+    prompts = spec.probes(probe_limit)
     probes = reveal_rate(loaded, spec, judge=judge, prompts=prompts, max_new_tokens=max_new_tokens)
     items = load_qa()
     qa = qa_accuracy(loaded, items[:qa_limit] if qa_limit else items)

@@ -13,12 +13,14 @@ from reveal_release.console import peak_rss_bytes
 from reveal_release.errors import RRError
 from reveal_release.models import LoadedModel
 from reveal_release.release.config import ReleaseConfig
-from reveal_release.release.lora import apply_adapter, delta_weights, load_a_matrices
 from reveal_release.release.measure import measure, ratios
-from reveal_release.release.trainer import TrainResult
-from reveal_release.release.updates import RoundInputs, get_update
-from reveal_release.runs import RunDir
+from reveal_release.release.updates import UPDATES, RoundInputs
+from reveal_release.runs import RunDir, relevant, round_dir
 from reveal_release.targets.spec import TargetSpec
+from reveal_release.train import seeds
+from reveal_release.train.checkpoint import remove_state
+from reveal_release.train.loop import TrainResult
+from reveal_release.train.lora import apply_adapter, delta_weights, load_a_matrices
 
 Report = Callable[..., None]
 
@@ -33,36 +35,23 @@ class ReleaseSummary:
     seconds: float = 0.0
 
 
-def round_dir(k: int) -> str:
-    """The run-relative folder of round k."""
-    return f"round-{k}"
-
-
 def check_inputs(run: RunDir, spec: TargetSpec, cfg: ReleaseConfig) -> tuple[list, list]:
     """The forget and retain sets of the run's reveal stage, or a one-line error."""
-    if not run.is_done("reveal"):
-        raise RRError(
-            f"{run.root} has no finished reveal stage: run `rr reveal --run {run.root} "
-            "--target ...` first"
-        )
-    forget = run.read_jsonl("reveal/forget.jsonl")
+    run.reveal_config()
+    forget = run.forget_set()
+    where = run.path("reveal", "forget.jsonl")
     if not forget:
+        raise RRError(f"the forget set {where} is empty: rerun `rr reveal` with a larger --budget")
+    if not relevant(forget, spec.threshold):
         raise RRError(
-            f"the forget set {run.path('reveal/forget.jsonl')} is empty: rerun `rr reveal` "
-            "with a larger --budget"
+            f"no answer in {where} reaches the target's threshold {spec.threshold}: "
+            "the model showed nothing to forget; check the target"
         )
-    if not any(r.get("relevance", 0.0) >= spec.threshold for r in forget):
-        raise RRError(
-            f"no answer in {run.path('reveal/forget.jsonl')} reaches the target's threshold "
-            f"{spec.threshold}: the model showed nothing to forget; check the target"
-        )
-    retain = (
-        run.read_jsonl("reveal/retain.jsonl") if run.path("reveal/retain.jsonl").exists() else []
-    )
+    retain = run.retain_set()
     if not retain and cfg.retain_weight > 0:
         raise RRError(
-            f"the retain set {run.path('reveal/retain.jsonl')} is empty: rerun `rr reveal` with "
-            "a larger --retain-budget, or pass --retain-weight 0"
+            f"the retain set {run.path('reveal', 'retain.jsonl')} is empty: rerun `rr reveal` "
+            "with a larger --retain-budget, or pass --retain-weight 0"
         )
     return forget, retain
 
@@ -77,7 +66,7 @@ def save_model(run: RunDir, loaded: LoadedModel, round_: int) -> None:
         )
 
 
-def _interference(run: RunDir, k: int, cfg: ReleaseConfig) -> float | None:
+def interference(run: RunDir, k: int, cfg: ReleaseConfig) -> float | None:
     """Mean |cosine| between round k's update and each earlier round's, over modules."""
     if k < 2:
         return None
@@ -97,17 +86,7 @@ def _interference(run: RunDir, k: int, cfg: ReleaseConfig) -> float | None:
     return sum(cosines) / len(cosines) if cosines else None
 
 
-def _probe_args(cfg: ReleaseConfig) -> tuple[int, int, int]:
-    return cfg.probe_max_new_tokens, cfg.probe_limit, cfg.qa_limit
-
-
-def _trained(run: RunDir, k: int) -> TrainResult | None:
-    """Round k's training result when a killed run had already saved its adapter."""
-    data = run.read_json(f"{round_dir(k)}/train-result.json")
-    return TrainResult(**data) if data else None
-
-
-def _decide(m: dict[str, Any], cfg: ReleaseConfig, k: int) -> tuple[str, str]:
+def decide(m: dict[str, Any], cfg: ReleaseConfig, k: int) -> tuple[str, str]:
     """(kind, reason) to stop after round k; ('', '') to go on. Utility comes first."""
     if m.get("train_stopped"):
         why = f"round {k} training stopped ({m['train_stopped']}): kept the last good weights"
@@ -126,6 +105,191 @@ def _decide(m: dict[str, Any], cfg: ReleaseConfig, k: int) -> tuple[str, str]:
     return "", ""
 
 
+class Rounds:
+    """The state the rounds share: the current model M_k and every earlier round's A."""
+
+    def __init__(
+        self, run: RunDir, base: LoadedModel, spec: TargetSpec, cfg: ReleaseConfig,
+        report: Report | None, backend: str,
+    ):  # fmt: skip
+        from reveal_release.targets.judges import make_judge
+
+        self.run, self.spec, self.cfg, self.backend = run, spec, cfg, backend
+        self.report = report or (lambda kind, **kw: None)
+        self.forget0, self.retain = check_inputs(run, spec, cfg)
+        self.update = UPDATES.get(cfg.update)
+        self.judge = make_judge(spec.judge, **spec.judge_params)
+        self.current = base
+        self.earlier_a: list[dict] = []
+        self.summary = ReleaseSummary(base={})
+
+    def phase(self, k: int, what: str) -> None:
+        """Tell the reporter what round k is doing."""
+        self.report("phase", round=k, phase=what)
+
+    def _measure(self, loaded: LoadedModel) -> dict[str, Any]:
+        cfg = self.cfg
+        return measure(
+            loaded, self.spec, self.judge, cfg.probe_max_new_tokens, cfg.probe_limit, cfg.qa_limit
+        )
+
+    def measure_base(self) -> dict[str, Any]:
+        """The base model's figures, measured once per run."""
+        with self.run.stage("release-base") as st:
+            if not st.done:
+                self.phase(0, "measuring the base model")
+                st.info.update(self._measure(self.current))
+                self.run.write_json("release/base-metrics.json", st.info)
+            return st.info
+
+    def resume(self, k: int, info: dict[str, Any]) -> bool:
+        """Take a finished round back from disk; True when the release stopped there."""
+        self.summary.rounds.append(info)
+        if info.get("trained") and not info.get("rolled_back"):
+            self.phase(k, "rebuilding from the saved adapter")
+            self.merge(k)
+        more = info.get("stop_kind") == "rounds" and k < self.cfg.rounds
+        if info.get("stop") and not more:  # a later --rounds may extend a run
+            self.summary.stop_reason = info["stop"]
+            return True
+        return False
+
+    def reveal_again(self, k: int) -> list[dict]:
+        """Round k's forget set: what the current model still reveals (NothingRevealed: none)."""
+        from reveal_release.reveal.config import RevealConfig
+        from reveal_release.reveal.samplers import make_sampler
+        from reveal_release.reveal.stage import run_reveal
+
+        self.phase(k, "revealing from the current model")
+        cfg = self.cfg
+        rcfg = RevealConfig(
+            budget=cfg.reveal_budget,
+            retain_budget=0,
+            seed=seeds.round_reveal(cfg.seed, k),
+            max_new_tokens=cfg.reveal_max_new_tokens,
+        )
+        warm = "reveal" if k == 2 else f"{round_dir(k - 1)}/reveal"
+        sampler = make_sampler(self.backend, self.current)
+        try:
+            run_reveal(
+                self.current, self.spec, sampler, self.run, rcfg,
+                out=f"{round_dir(k)}/reveal", round_=k,
+                warm_start=warm if self.run.path(warm, "state").exists() else None,
+                on_step=lambda name, i, n, pulls: self.report("reveal", round=k, step=i, total=n),
+            )  # fmt: skip
+        finally:
+            sampler.close()
+        return self.run.read_jsonl(f"{round_dir(k)}/reveal/forget.jsonl")
+
+    def forget_set(self, k: int) -> list[dict]:
+        """Round 1 uses the run's reveal; later rounds reveal again (once: kept on disk)."""
+        if k == 1:
+            return self.forget0
+        saved = f"{round_dir(k)}/forget.jsonl"
+        return self.run.read_jsonl(saved) if self.run.path(saved).exists() else self.reveal_again(k)
+
+    def train(self, k: int, forget: list[dict]) -> TrainResult:
+        """Module k from the update rule, or from disk when a killed run had saved it."""
+        self.phase(k, f"training ({self.cfg.update}, {self.cfg.loss})")
+        folder = self.run.path(round_dir(k))
+        saved = self.run.read_json(f"{round_dir(k)}/train-result.json")
+        if (folder / "adapter").exists() and saved:
+            result = TrainResult(**saved)
+        else:
+            result = self.update(
+                RoundInputs(
+                    model=self.current.model, tokenizer=self.current.tokenizer, forget=forget,
+                    retain=self.retain, earlier_a=self.earlier_a, cfg=self.cfg, round_=k,
+                    workdir=folder,
+                    on_step=lambda step, entry: self.report(
+                        "train", round=k, total=self.cfg.steps, **entry
+                    ),
+                ),
+                folder / "adapter",
+            )  # fmt: skip
+        self.run.write_json(f"{round_dir(k)}/train-result.json", dataclasses.asdict(result))
+        remove_state(folder / "train-state")
+        return result
+
+    def merge(self, k: int) -> None:
+        """Fold module k into the current model and keep its A for later rounds."""
+        adapter = self.run.path(round_dir(k), "adapter")
+        model = apply_adapter(self.current.model, adapter)
+        self.current = dataclasses.replace(self.current, model=model)
+        self.earlier_a.append(load_a_matrices(adapter))
+
+    def measure_round(
+        self, k: int, forget: list, result: TrainResult, base: dict, t0: float
+    ) -> dict[str, Any]:
+        """Round k's figures, ratios to the base, training record and the stop decision."""
+        self.phase(k, "measuring")
+        m = self._measure(self.current)
+        m.update(ratios(m, base))
+        m.update(
+            round=k,
+            trained=True,
+            forget_size=len(forget),
+            train_steps=result.steps,
+            train_seconds=result.seconds,
+            train_stopped=result.stopped,
+            resumed_from_step=result.resumed_from,
+            final_losses=result.history[-1] if result.history else {},
+            interference=interference(self.run, k, self.cfg),
+            round_seconds=time.perf_counter() - t0,
+            peak_rss_bytes=peak_rss_bytes(),
+        )
+        m["stop_kind"], m["stop"] = decide(m, self.cfg, k)
+        if m["stop_kind"] == "budget" and k > 1:
+            # Keep the last model within the utility budget: round k is measured and kept on
+            # disk, but not merged into DIR/model, exported or built upon.
+            m["rolled_back"] = True
+            m["stop"] += f": rolled back to round {k - 1}"
+        return m
+
+    def new_round(self, k: int, info: dict[str, Any], base: dict[str, Any]) -> bool:
+        """Reveal, train, merge, measure and save round k; True when the release stops."""
+        from reveal_release.reveal.stage import NothingRevealed
+
+        t0 = time.perf_counter()
+        try:
+            forget = self.forget_set(k)
+        except NothingRevealed as exc:
+            stop = f"round {k}: {exc}".split(" (")[0]
+            info.update(round=k, trained=False, stop=stop, stop_kind="nothing")
+            return self.record(info)
+        self.run.write_jsonl(f"{round_dir(k)}/forget.jsonl", forget)
+        result = self.train(k, forget)
+        self.merge(k)
+        m = self.measure_round(k, forget, result, base, t0)
+        self.run.write_json(f"{round_dir(k)}/metrics.json", m)
+        if not m.get("rolled_back"):
+            self.phase(k, "saving the merged model")
+            save_model(self.run, self.current, k)
+        info.update({key: v for key, v in m.items() if key != "examples"})
+        return self.record(info)
+
+    def record(self, info: dict[str, Any]) -> bool:
+        """Add a finished round to the summary; True when it stopped the release."""
+        self.summary.rounds.append(info)
+        if info.get("stop"):
+            self.summary.stop_reason = info["stop"]
+            return True
+        return False
+
+    def run_all(self) -> ReleaseSummary:
+        """Run (or resume) the rounds; every finished round survives a kill."""
+        start = time.perf_counter()
+        base = self.measure_base()
+        self.summary.base = base
+        for k in range(1, self.cfg.rounds + 1):
+            with self.run.stage(round_dir(k)) as st:
+                stop = self.resume(k, st.info) if st.done else self.new_round(k, st.info, base)
+            if stop:
+                break
+        self.summary.seconds = time.perf_counter() - start
+        return self.summary
+
+
 def run_release(
     run: RunDir,
     base: LoadedModel,
@@ -135,142 +299,5 @@ def run_release(
     report: Report | None = None,
     backend: str = "hf",
 ) -> ReleaseSummary:
-    """Run (or resume) the rounds; every finished round survives a kill."""
-    from reveal_release.reveal.samplers import make_sampler
-    from reveal_release.reveal.stage import NothingRevealed, RevealConfig, run_reveal
-    from reveal_release.targets.judges import make_judge
-
-    def say(kind: str, **kw: Any) -> None:
-        if report:
-            report(kind, **kw)
-
-    start = time.perf_counter()
-    forget0, retain = check_inputs(run, spec, cfg)
-    update = get_update(cfg.update)
-    judge = make_judge(spec.judge, **spec.judge_params)
-    current = base
-    with run.stage("release-base") as st:
-        if not st.done:
-            say("phase", round=0, phase="measuring the base model")
-            st.info.update(measure(base, spec, judge, *_probe_args(cfg)))
-            run.write_json("release/base-metrics.json", st.info)
-        base_metrics = st.info
-    summary = ReleaseSummary(base=base_metrics)
-    earlier_a: list[dict] = []
-    for k in range(1, cfg.rounds + 1):
-        folder = run.path(round_dir(k))
-        with run.stage(round_dir(k)) as st:
-            if st.done:
-                summary.rounds.append(st.info)
-                if st.info.get("trained") and not st.info.get("rolled_back"):
-                    say("phase", round=k, phase="rebuilding from the saved adapter")
-                    current = dataclasses.replace(
-                        current, model=apply_adapter(current.model, folder / "adapter")
-                    )
-                    earlier_a.append(load_a_matrices(folder / "adapter"))
-                more = st.info.get("stop_kind") == "rounds" and k < cfg.rounds
-                if st.info.get("stop") and not more:  # a later --rounds may extend a run
-                    summary.stop_reason = st.info["stop"]
-                    break
-                continue
-            t0 = time.perf_counter()
-            # 1. Reveal again from the current model (round 1 uses the run's reveal stage).
-            if k == 1:
-                forget = forget0
-            elif run.path(round_dir(k), "forget.jsonl").exists():
-                forget = run.read_jsonl(f"{round_dir(k)}/forget.jsonl")
-            else:
-                say("phase", round=k, phase="revealing from the current model")
-                rcfg = RevealConfig(
-                    budget=cfg.reveal_budget,
-                    retain_budget=0,
-                    seed=cfg.seed + k,
-                    max_new_tokens=cfg.reveal_max_new_tokens,
-                )
-                sampler = make_sampler(backend, current)
-                try:
-                    warm = "reveal" if k == 2 else f"{round_dir(k - 1)}/reveal"
-                    run_reveal(
-                        current,
-                        spec,
-                        sampler,
-                        run,
-                        rcfg,
-                        out=f"{round_dir(k)}/reveal",
-                        round_=k,
-                        warm_start=warm if run.path(warm, "state").exists() else None,
-                        on_step=lambda name, i, n, pulls, k=k: say(
-                            "reveal", round=k, step=i, total=n
-                        ),
-                    )
-                except NothingRevealed as exc:
-                    stop = f"round {k}: {exc}".split(" (")[0]
-                    st.info.update(round=k, trained=False, stop=stop, stop_kind="nothing")
-                    summary.rounds.append(st.info)
-                    summary.stop_reason = st.info["stop"]
-                    break
-                finally:
-                    sampler.close()
-                forget = run.read_jsonl(f"{round_dir(k)}/reveal/forget.jsonl")
-            run.write_jsonl(f"{round_dir(k)}/forget.jsonl", forget)
-            # 2-3. Train module k (or decode it, for r2f) and save it in PEFT format.
-            say("phase", round=k, phase=f"training ({cfg.update}, {cfg.loss})")
-            adapter = folder / "adapter"
-            result = _trained(run, k) if adapter.exists() else None
-            result = result or update(
-                RoundInputs(
-                    model=current.model,
-                    tokenizer=current.tokenizer,
-                    forget=forget,
-                    retain=retain,
-                    earlier_a=earlier_a,
-                    cfg=cfg,
-                    round_=k,
-                    workdir=folder,
-                    on_step=lambda step, entry, k=k: say(
-                        "train", round=k, total=cfg.steps, **entry
-                    ),
-                ),
-                adapter,
-            )
-            train_seconds = result.seconds
-            run.write_json(f"{round_dir(k)}/train-result.json", dataclasses.asdict(result))
-            for stale in ("train-state.json", "train-state.safetensors"):
-                (folder / stale).unlink(missing_ok=True)
-            # 4. Merge it.
-            current = dataclasses.replace(current, model=apply_adapter(current.model, adapter))
-            earlier_a.append(load_a_matrices(adapter))
-            # 5. Measure and decide.
-            say("phase", round=k, phase="measuring")
-            m = measure(current, spec, judge, *_probe_args(cfg))
-            m.update(ratios(m, base_metrics))
-            m.update(
-                round=k,
-                trained=True,
-                forget_size=len(forget),
-                train_steps=result.steps,
-                train_seconds=train_seconds,
-                train_stopped=result.stopped,
-                resumed_from_step=result.resumed_from,
-                final_losses=result.history[-1] if result.history else {},
-                interference=_interference(run, k, cfg),
-                round_seconds=time.perf_counter() - t0,
-                peak_rss_bytes=peak_rss_bytes(),
-            )
-            m["stop_kind"], m["stop"] = _decide(m, cfg, k)
-            if m["stop_kind"] == "budget" and k > 1:
-                # Keep the last model within the utility budget: round k is measured and
-                # kept on disk, but not merged into DIR/model, exported or built upon.
-                m["rolled_back"] = True
-                m["stop"] += f": rolled back to round {k - 1}"
-            run.write_json(f"{round_dir(k)}/metrics.json", m)
-            if not m.get("rolled_back"):
-                say("phase", round=k, phase="saving the merged model")
-                save_model(run, current, k)
-            st.info.update({key: v for key, v in m.items() if key != "examples"})
-            summary.rounds.append(st.info)
-            if m["stop"]:
-                summary.stop_reason = m["stop"]
-                break
-    summary.seconds = time.perf_counter() - start
-    return summary
+    """Run (or resume) the rounds of a release on the run's base model."""
+    return Rounds(run, base, spec, cfg, report, backend).run_all()

@@ -63,13 +63,13 @@ class EmbedderFeatures:
 
     def instructions(self, instructions: Sequence[str]) -> np.ndarray:
         """Embeddings of instructions."""
-        from reveal_release.embedder import embed
+        from reveal_release.sentence_embedder import embed
 
         return embed(list(instructions))
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of plain texts."""
-        from reveal_release.embedder import embed
+        from reveal_release.sentence_embedder import embed
 
         return embed(list(texts))
 
@@ -86,7 +86,7 @@ def make_features(kind: str, loaded: LoadedModel) -> HiddenStateFeatures | Embed
     if kind == "hidden":
         return HiddenStateFeatures(loaded)
     if kind == "embedder":
-        from reveal_release.embedder import available
+        from reveal_release.sentence_embedder import available
 
         if not available():
             raise RRError(

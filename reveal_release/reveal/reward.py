@@ -23,8 +23,8 @@ def diversity(embeddings: np.ndarray) -> float:
     return vendi_score(embeddings) / n if n else 0.0
 
 
-def reward(relevance: float, diversity_: float, alpha: float = 0.5) -> float:
-    """1 / (alpha / v + (1 - alpha) / r); 0 when either part is 0."""
+def reward(relevance: float, diversity_: float, diversity_weight: float = 0.5) -> float:
+    """1 / (w / v + (1 - w) / r) with w the diversity weight; 0 when either part is 0."""
     if relevance <= 0 or diversity_ <= 0:
         return 0.0
-    return 1.0 / (alpha / diversity_ + (1.0 - alpha) / relevance)
+    return 1.0 / (diversity_weight / diversity_ + (1.0 - diversity_weight) / relevance)

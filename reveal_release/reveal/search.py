@@ -36,7 +36,7 @@ class SearchConfig:
     samples_per_arm: int = 3
     arms_per_step: int = 4
     warmup_steps: int = 2
-    alpha: float = 0.5
+    diversity_weight: float = 0.5
     mutate_every: int = 2
     mutations_per_step: int = 2
     strategy: str = "neuralucb"
@@ -200,7 +200,7 @@ class InstructionSearch:
                     new_tokens=sum(g.new_tokens for g in gens[sl]),
                     relevance=rel,
                     diversity=div,
-                    reward=reward(rel, div, self.cfg.alpha),
+                    reward=reward(rel, div, self.cfg.diversity_weight),
                     mean=mean,
                     sigma=sigma,
                 )

@@ -5,15 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from reveal_release.errors import RRError
 from reveal_release.models import LoadedModel
+from reveal_release.reveal.config import RevealConfig
 from reveal_release.reveal.dedupe import keep_distinct
 from reveal_release.reveal.features import HiddenStateFeatures, make_features
 from reveal_release.reveal.samplers.base import Sampler
-from reveal_release.reveal.search import InstructionSearch, Pull, SearchConfig, SearchResult
+from reveal_release.reveal.search import InstructionSearch, Pull, SearchResult
 from reveal_release.runs import RunDir
 from reveal_release.targets.judges import make_judge
 from reveal_release.targets.spec import TargetSpec, instructions_dir, read_pool
@@ -21,31 +23,6 @@ from reveal_release.targets.spec import TargetSpec, instructions_dir, read_pool
 
 class NothingRevealed(RRError):
     """The search found no answer relevant to the target (Release reads it as: target gone)."""
-
-
-@dataclass(frozen=True)
-class RevealConfig:
-    """Settings of one reveal: the forget search, then the retain search."""
-
-    budget: int = 96
-    retain_budget: int | None = None
-    features: str = "hidden"
-    strategy: str = "neuralucb"
-    seed: int = 0
-    alpha: float = 0.5
-    max_cosine: float = 0.95
-    retain_max: float = 0.2
-    max_new_tokens: int = 96
-
-    def search(self, budget: int, seed_offset: int = 0) -> SearchConfig:
-        """The SearchConfig for one of the two searches."""
-        return SearchConfig(
-            budget=budget,
-            strategy=self.strategy,
-            seed=self.seed + seed_offset,
-            alpha=self.alpha,
-            max_new_tokens=self.max_new_tokens,
-        )
 
 
 @dataclass
@@ -71,10 +48,10 @@ class RevealSummary:
 
 def response_features(loaded: LoadedModel) -> Callable[[Sequence[str]], np.ndarray]:
     """The sentence embedder when installed (better for diversity), else hidden states."""
-    from reveal_release import embedder
+    from reveal_release import sentence_embedder
 
-    if embedder.available():
-        return lambda texts: embedder.embed(list(texts))
+    if sentence_embedder.available():
+        return lambda texts: sentence_embedder.embed(list(texts))
     return HiddenStateFeatures(loaded).texts
 
 
@@ -112,6 +89,64 @@ def _dedupe(rows: list[dict], feats: Callable[[Sequence[str]], np.ndarray], max_
     return [rows[i] for i in kept]
 
 
+class _Searches:
+    """The two searches of one reveal, sharing the sampler, the features and the run folder."""
+
+    def __init__(self, loaded, spec, sampler, run, cfg, out, warm_start, on_step):
+        self.spec, self.sampler, self.run, self.cfg, self.out = spec, sampler, run, cfg, out
+        self.warm_start, self.on_step = warm_start, on_step
+        self.judge = make_judge(spec.judge, **spec.judge_params)
+        self.meta_pool = read_pool(instructions_dir() / "meta.txt", spec.subject, "meta")
+        self.inst_feats = make_features(cfg.features, loaded).instructions
+        self.resp_feats = response_features(loaded)
+
+    def search(self, name: str, pool: list[str], score, budget: int, offset: int) -> SearchResult:
+        """One bandit search (checkpointed in OUT/state/NAME.safetensors)."""
+        warm = self.warm_start
+        s = InstructionSearch(
+            pool,
+            self.sampler,
+            score,
+            self.inst_feats,
+            self.resp_feats,
+            self.cfg.search(budget, offset),
+            checkpoint=self.run.path(self.out, "state", f"{name}.safetensors"),
+            meta_pool=self.meta_pool,
+            warm_start=self.run.path(warm, "state", f"{name}.safetensors") if warm else None,
+        )
+        on_step = self.on_step
+        return s.run(lambda i, n, pulls: on_step and on_step(name, i, n, pulls))
+
+    def keep(self, pulls: list[Pull], keep: Callable[[float], bool], round_: int) -> list[dict]:
+        """The answers that pass `keep`, near-duplicates removed."""
+        return _dedupe(_rows(pulls, keep, round_), self.resp_feats, self.cfg.max_cosine)
+
+    def not_target(self, texts: Sequence[str]) -> list[float]:
+        """The retain search's score: how far an answer is from the target."""
+        return [1.0 - s for s in self.judge.score(texts)]
+
+
+def _nothing_revealed(spec: TargetSpec, res: SearchResult, where: Path) -> NothingRevealed:
+    samples = sum(len(p.responses) for p in res.pulls)
+    best = max((p.relevance for p in res.pulls), default=0.0)
+    return NothingRevealed(
+        f"the model revealed nothing relevant to '{spec.identity()}' in {samples} samples "
+        f"(best mean relevance {best:.2f}, threshold {spec.threshold}): raise --budget, "
+        f"check the target's judge and instructions, or the model may not know the target "
+        f"(the search log is in {where})"
+    )
+
+
+def _best_instructions(pulls: list[Pull], n: int = 5) -> list[dict]:
+    by_arm: dict[str, list[float]] = {}
+    for p in pulls:
+        by_arm.setdefault(p.instruction, []).append(p.reward)
+    ranked = (
+        {"instruction": k, "reward": float(np.mean(v)), "pulls": len(v)} for k, v in by_arm.items()
+    )
+    return sorted(ranked, key=lambda d: -d["reward"])[:n]
+
+
 def run_reveal(
     loaded: LoadedModel,
     spec: TargetSpec,
@@ -125,76 +160,30 @@ def run_reveal(
     on_step: Callable[[str, int, int, list[Pull]], None] | None = None,
 ) -> RevealSummary:
     """Search for forget and retain samples and write out/{forget,retain,bandit}.jsonl."""
-    judge = make_judge(spec.judge, **spec.judge_params)
-    meta_pool = read_pool(instructions_dir() / "meta.txt", spec.subject, "meta")
-    inst_feats = make_features(cfg.features, loaded).instructions
-    resp_feats = response_features(loaded)
+    searches = _Searches(loaded, spec, sampler, run, cfg, out, warm_start, on_step)
     start = time.perf_counter()
-
-    def search(name: str, pool: list[str], score, budget: int, offset: int) -> SearchResult:
-        warm = run.path(warm_start, "state", f"{name}.safetensors") if warm_start else None
-        s = InstructionSearch(
-            pool,
-            sampler,
-            score,
-            inst_feats,
-            resp_feats,
-            cfg.search(budget, offset),
-            checkpoint=run.path(out, "state", f"{name}.safetensors"),
-            meta_pool=meta_pool,
-            warm_start=warm,
-        )
-        return s.run(lambda i, n, pulls: on_step and on_step(name, i, n, pulls))
-
-    forget_res = search("forget", spec.reveal_pool, judge.score, cfg.budget, 0)
+    forget_res = searches.search("forget", spec.reveal_pool, searches.judge.score, cfg.budget, 0)
     log = _log_rows(forget_res.pulls, "forget", round_)
     run.write_jsonl(f"{out}/bandit.jsonl", log)
-    forget = _dedupe(
-        _rows(forget_res.pulls, lambda s: s >= spec.threshold, round_), resp_feats, cfg.max_cosine
-    )
-    samples = sum(len(p.responses) for p in forget_res.pulls)
+    forget = searches.keep(forget_res.pulls, lambda s: s >= spec.threshold, round_)
     if not forget:
-        best = max((p.relevance for p in forget_res.pulls), default=0.0)
-        raise NothingRevealed(
-            f"the model revealed nothing relevant to '{spec.identity()}' in {samples} samples "
-            f"(best mean relevance {best:.2f}, threshold {spec.threshold}): raise --budget, "
-            f"check the target's judge and instructions, or the model may not know the target "
-            f"(the search log is in {run.path(out, 'bandit.jsonl')})"
-        )
-
-    def not_target(texts: Sequence[str]) -> list[float]:
-        return [1.0 - s for s in judge.score(texts)]
-
-    retain_budget = cfg.retain_budget if cfg.retain_budget is not None else max(cfg.budget // 2, 1)
+        raise _nothing_revealed(spec, forget_res, run.path(out, "bandit.jsonl"))
     retain: list[dict] = []
     retain_tokens = 0
-    if retain_budget > 0:  # 0: forget search only (Release rounds keep the first retain set)
-        retain_res = search("retain", spec.retain_pool, not_target, retain_budget, 1)
-        log += _log_rows(retain_res.pulls, "retain", round_)
-        retain = _dedupe(
-            _rows(retain_res.pulls, lambda s: s >= 1.0 - cfg.retain_max, round_),
-            resp_feats,
-            cfg.max_cosine,
+    if cfg.retain_samples > 0:  # 0: forget search only (Release rounds keep the first retain set)
+        retain_res = searches.search(
+            "retain", spec.retain_pool, searches.not_target, cfg.retain_samples, 1
         )
+        log += _log_rows(retain_res.pulls, "retain", round_)
+        retain = searches.keep(retain_res.pulls, lambda s: s >= 1.0 - cfg.retain_max, round_)
         retain_tokens = retain_res.tokens
         run.write_jsonl(f"{out}/retain.jsonl", retain)
     run.write_jsonl(f"{out}/forget.jsonl", forget)
     run.write_jsonl(f"{out}/bandit.jsonl", log)
-
-    by_arm: dict[str, list[float]] = {}
-    for p in forget_res.pulls:
-        by_arm.setdefault(p.instruction, []).append(p.reward)
-    best = sorted(
-        (
-            {"instruction": k, "reward": float(np.mean(v)), "pulls": len(v)}
-            for k, v in by_arm.items()
-        ),
-        key=lambda d: -d["reward"],
-    )[:5]
     all_scores = [s for p in forget_res.pulls for s in p.scores]
     return RevealSummary(
         steps=len({p.step for p in forget_res.pulls}),
-        samples=samples,
+        samples=sum(len(p.responses) for p in forget_res.pulls),
         forget=len(forget),
         retain=len(retain),
         yield_rate=float(np.mean([s >= spec.threshold for s in all_scores])),
@@ -202,7 +191,7 @@ def run_reveal(
         instructions_used=len({r["instruction"] for r in forget}),
         tokens=forget_res.tokens + retain_tokens,
         seconds=time.perf_counter() - start,
-        best=best,
+        best=_best_instructions(forget_res.pulls),
     )
 
 

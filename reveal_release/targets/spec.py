@@ -14,9 +14,13 @@ BUILTIN_DIR = Path(__file__).parent / "builtin"
 
 
 def instructions_dir() -> Path:
-    """The folder of instruction pools: RR_INSTRUCTIONS, else the repository's instructions/."""
+    """The folder of instruction pools: RR_INSTRUCTIONS, else the package's instructions/.
+
+    In a source checkout `reveal_release/instructions` links to the top-level instructions/
+    folder; a wheel carries the pools as files in that place.
+    """
     env = os.environ.get("RR_INSTRUCTIONS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "instructions"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "instructions"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,15 @@ class TargetSpec:
     def identity(self) -> str:
         """A short string that says which target a run is about."""
         return f"{self.name}:{self.subject}" if self.subject else self.name
+
+    def probes(self, limit: int = 0) -> list[str]:
+        """The held-out probes (the first `limit`, 0: all), or a one-line error when none."""
+        if not self.heldout_pool:
+            raise RRError(
+                f"target '{self.identity()}' has no held-out probes: add a [heldout] pool to its "
+                "spec (see instructions/heldout/); nothing was evaluated"
+            )
+        return list(self.heldout_pool[:limit] if limit else self.heldout_pool)
 
 
 def read_pool(path: Path, subject: str, what: str) -> list[str]:

@@ -1,56 +1,12 @@
-"""Robustness attacks: each tries to bring the forgotten target back, or to detect its traces."""
+"""Robustness attacks behind one registry (importing this package fills it)."""
 
-from __future__ import annotations
+from reveal_release.evaluate.attacks import mia, quantized, relearn, rephrase  # noqa: F401
+from reveal_release.evaluate.attacks.base import (
+    ATTACKS,
+    Attack,
+    AttackContext,
+    AttackSkipped,
+    working_copy,
+)
 
-import copy
-import dataclasses
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-from reveal_release.models import LoadedModel
-from reveal_release.registry import Registry
-from reveal_release.targets.spec import TargetSpec
-
-
-class AttackSkipped(Exception):
-    """The attack cannot run here; the message is the reason the report shows."""
-
-
-@dataclass
-class AttackContext:
-    """What every attack may use; `base` and `forget_rows` can be missing (model-only eval)."""
-
-    spec: TargetSpec
-    judge: Any
-    probes: list[str]
-    forget_rows: list[dict]
-    settings: dict[str, Any]
-    base: LoadedModel | None = None
-    cached: Callable[[str, Callable[[], Any]], Any] = field(default=lambda key, fn: fn())
-
-
-class Attack(ABC):
-    """One attack: `run` returns its figures for one model, or raises AttackSkipped."""
-
-    description = ""
-    on_base = False  # also run on the base model, as the before figure
-    uses_forget = False  # its figures depend on the run's forget set
-
-    @abstractmethod
-    def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:
-        """The attack's figures on `loaded` (never changes `loaded` itself)."""
-
-
-ATTACKS: Registry[type[Attack]] = Registry("attack")
-
-
-def working_copy(loaded: LoadedModel) -> LoadedModel:
-    """A deep copy of the model an attack may change freely."""
-    return dataclasses.replace(loaded, model=copy.deepcopy(loaded.model))
-
-
-def load_attacks() -> None:
-    """Import the attack modules so they register."""
-    from reveal_release.evaluate.attacks import mia, quantize, relearn, rephrase  # noqa: F401
+__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackSkipped", "working_copy"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from reveal_release.evaluate.attacks import ATTACKS, Attack, AttackContext, AttackSkipped
-from reveal_release.evaluate.likelihood import answer_token_logps
-from reveal_release.evaluate.mia import auc, min_k_score
+from reveal_release.evaluate.attacks.base import ATTACKS, Attack, AttackContext, AttackSkipped
 from reveal_release.generation import generate
+from reveal_release.metrics.likelihood import answer_token_logps
+from reveal_release.metrics.mia import auc, min_k_score
 from reveal_release.models import LoadedModel
+from reveal_release.runs import relevant
 
 
 def nonmember_rows(ctx: AttackContext) -> list[dict]:
@@ -50,8 +51,7 @@ class MinK(Attack):
 
     def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:
         """AUC near 0.5: forget text looks like unseen text; far from it: it leaves a trace."""
-        members = [r for r in ctx.forget_rows if r.get("relevance", 0.0) >= ctx.spec.threshold]
-        members = members[: ctx.settings["mia_members"]]
+        members = relevant(ctx.forget_rows, ctx.spec.threshold)[: ctx.settings["mia_members"]]
         if not members:
             raise AttackSkipped("no forget samples to test membership of: evaluate a run")
         others = nonmember_rows(ctx)

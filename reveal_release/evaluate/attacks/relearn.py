@@ -5,22 +5,48 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from reveal_release.evaluate.attacks import (
+from reveal_release.evaluate.attacks.base import (
     ATTACKS,
     Attack,
     AttackContext,
     AttackSkipped,
     working_copy,
 )
-from reveal_release.evaluate.probes import reveal_rate
+from reveal_release.metrics.probes import reveal_rate
 from reveal_release.models import LoadedModel
+from reveal_release.runs import relevant
+from reveal_release.train.config import LoraSpec, OptimConfig
+from reveal_release.train.data import batch_indices, collate, encode_rows
+from reveal_release.train.logprobs import sequence_logps
+from reveal_release.train.loop import run_steps
+from reveal_release.train.lora import attach_lora
+
+# The attacker's module: LoRA of the usual shape (rank 8, alpha 32, every projection).
+ATTACKER_LORA = LoraSpec(rank=8, alpha=32.0)
 
 
 def relearn_rows(ctx: AttackContext) -> list[dict]:
     """The attacker's data: the most relevant forget samples (settings['relearn_samples'])."""
-    rows = [r for r in ctx.forget_rows if r.get("relevance", 0.0) >= ctx.spec.threshold]
-    rows.sort(key=lambda r: -float(r.get("relevance", 0.0)))
+    rows = relevant(ctx.forget_rows, ctx.spec.threshold, best_first=True)
     return rows[: ctx.settings["relearn_samples"]]
+
+
+def relearn(loaded: LoadedModel, rows: list[dict], steps: int, lr: float, seed: int) -> tuple:
+    """Fine-tune a LoRA module on a copy of `loaded` (answer NLL); (the copy, its history)."""
+    work = working_copy(loaded)
+    peft = attach_lora(work.model, ATTACKER_LORA, seed=seed)
+    optim = OptimConfig(steps=steps, lr=lr)
+    examples = encode_rows(work.tokenizer, rows, optim.max_length)
+    pad, size = work.tokenizer.pad_token_id, min(4, len(examples))
+
+    def nll(step: int) -> dict:
+        idx = batch_indices(len(examples), size, seed, step)
+        logp, n = sequence_logps(peft, collate([examples[i] for i in idx], pad, peft.device))
+        return {"nll": -(logp.sum() / n.sum())}
+
+    result = run_steps(peft, nll, {"nll": 1.0}, optim, explode_key="")
+    work.model = peft
+    return work, result.history
 
 
 @ATTACKS.register("relearn")
@@ -32,13 +58,6 @@ class Relearn(Attack):
 
     def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:
         """Held-out reveal rate after the attacker's fine-tuning of a copy."""
-        import torch
-
-        from reveal_release.release.config import ReleaseConfig
-        from reveal_release.release.data import batch_indices, collate, encode_rows
-        from reveal_release.release.lora import attach_lora, trainable
-        from reveal_release.release.losses import sequence_logps
-
         rows = relearn_rows(ctx)
         if not rows:
             raise AttackSkipped(
@@ -46,26 +65,7 @@ class Relearn(Attack):
             )
         s = ctx.settings
         start = time.perf_counter()
-        work = working_copy(loaded)
-        cfg = ReleaseConfig(rank=8, alpha=32)
-        peft = attach_lora(work.model, cfg, seed=s["seed"])
-        params = trainable(peft)
-        opt = torch.optim.AdamW(params.values(), lr=s["relearn_lr"], weight_decay=0.0)
-        examples = encode_rows(work.tokenizer, rows, cfg.max_length)
-        pad = work.tokenizer.pad_token_id
-        peft.train()
-        losses = []
-        for step in range(s["relearn_steps"]):
-            idx = batch_indices(len(examples), min(4, len(examples)), s["seed"], step)
-            logp, n = sequence_logps(peft, collate([examples[i] for i in idx], pad, peft.device))
-            loss = -(logp.sum() / n.sum())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
-            opt.step()
-            losses.append(float(loss.detach()))
-        peft.eval()
-        work.model = peft
+        work, history = relearn(loaded, rows, s["relearn_steps"], s["relearn_lr"], s["seed"])
         probes = reveal_rate(
             work, ctx.spec, ctx.judge, ctx.probes, max_new_tokens=s["max_new_tokens"]
         )
@@ -75,8 +75,8 @@ class Relearn(Attack):
             "samples": len(rows),
             "steps": s["relearn_steps"],
             "lr": s["relearn_lr"],
-            "loss_first": losses[0],
-            "loss_last": losses[-1],
+            "loss_first": history[0]["nll"],
+            "loss_last": history[-1]["nll"],
             "train_seconds": time.perf_counter() - start,
             "examples": probes.rows[:2],
         }

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from reveal_release.evaluate.attacks import ATTACKS, Attack, AttackContext
-from reveal_release.evaluate.probes import reveal_rate
-from reveal_release.evaluate.utility import DATA_DIR
+from reveal_release.evaluate.attacks.base import ATTACKS, Attack, AttackContext
+from reveal_release.metrics.probes import reveal_rate
 from reveal_release.models import LoadedModel
+
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 def templates(name: str) -> list[str]:
-    """The shipped templates in data/NAME.txt, each with one {probe}."""
-    lines = (DATA_DIR / f"{name}.txt").read_text(encoding="utf-8").splitlines()
+    """The shipped templates in templates/NAME.txt, each with one {probe}."""
+    lines = (TEMPLATES / f"{name}.txt").read_text(encoding="utf-8").splitlines()
     return [ln for ln in (x.strip() for x in lines) if ln and not ln.startswith("#")]
 
 
@@ -39,7 +41,7 @@ class Rephrase(_Templated):
     """The same requests in other words around them (templated rewording)."""
 
     file = "rephrase"
-    description = "held-out probes reworded by templates (data/rephrase.txt)"
+    description = "held-out probes reworded by templates (templates/rephrase.txt)"
 
 
 @ATTACKS.register("jailbreak")
@@ -47,4 +49,4 @@ class Jailbreak(_Templated):
     """The same requests inside jailbreak-style framings (role play, fiction, overrides)."""
 
     file = "jailbreak"
-    description = "held-out probes inside jailbreak-style framings (data/jailbreak.txt)"
+    description = "held-out probes inside jailbreak-style framings (templates/jailbreak.txt)"

@@ -9,7 +9,8 @@ Two signals, each in [0, 1], averaged with weight `keyword_weight` (0.5 by defau
 - hits: case-insensitive whole-word occurrences of the subject, its aliases and its keywords,
   each counting 1; for a subject of several words, each capitalised word of it seen on its own
   ("Harry", "Potter" for "Harry Potter") counts 0.5.
-- cosine: all-MiniLM-L6-v2 (reveal_release.embedder) between the response and reference texts:
+- cosine: all-MiniLM-L6-v2 (reveal_release.sentence_embedder) between the response and the
+  reference texts:
   the subject, each alias, "subject: keywords" when keywords are given, and an optional
   `description`; the best reference counts. Measured with subject "Harry Potter": SmolLM2-135M
   answers about it reach 0.36-0.63, unrelated answers stay under 0.17, a text about another
@@ -93,7 +94,7 @@ class TopicJudge(Judge):
             raise RRError(
                 "topic judge needs 0 <= keyword_weight <= 1, saturation > 0 and 0 <= low < high"
             )
-        from reveal_release.embedder import load_embedder
+        from reveal_release.sentence_embedder import load_embedder
 
         self.subject = subject
         self.aliases = [str(a).strip() for a in aliases if str(a).strip()]

@@ -1,0 +1,66 @@
+"""One R2F step: decode each layer's gradient from its sketches, keep it out of earlier rounds'
+subspaces, step the weights along it; and the round's change as a rank-r module."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from reveal_release.r2f.decoder import SubspaceDecoder, input_basis
+from reveal_release.r2f.sketch import Capture, Layer
+
+
+def earlier_bases(earlier_a: Sequence[Mapping[str, Any]], name_of: Any = str) -> dict[str, Any]:
+    """Per layer, an orthonormal basis (d_in x m) of every earlier round's A rows.
+
+    `name_of` maps an A matrix's key to the layer's module path.
+    """
+    import torch
+
+    stacked: dict[str, list[Any]] = {}
+    for round_a in earlier_a:
+        for key, a in round_a.items():
+            stacked.setdefault(name_of(key), []).append(a.float())
+    return {k: torch.linalg.qr(torch.cat(v).T).Q for k, v in stacked.items()}
+
+
+def low_rank(delta: Any, rank: int) -> tuple[Any, Any]:
+    """(A, B) with B A the best rank-r approximation of delta (A: r x d_in, B: d_out x r)."""
+    import torch
+
+    u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+    r = min(rank, s.numel())
+    return vh[:r].contiguous(), (u[:, :r] * s[:r]).contiguous()
+
+
+def decoded_step(
+    dec: SubspaceDecoder,
+    layers: Sequence[Layer],
+    mods: Mapping[str, Any],
+    cap: Capture,
+    a_views: Sequence[Mapping[str, Any]],
+    step_size: Mapping[str, float],
+    protect: Mapping[str, Any] | None = None,
+) -> list[float]:
+    """Step each layer's weights by step_size[name] along its decoded gradient (earlier
+    rounds' subspaces removed); returns the decoded gradients' norms."""
+    import torch
+
+    norms = []
+    with torch.no_grad():
+        for ly in layers:
+            g = dec.decode(
+                ly.kind,
+                ly.depth,
+                cap.sketches[ly.name],
+                [a[ly.name] for a in a_views],
+                input_basis(cap.inputs[ly.name]),
+            )
+            q = (protect or {}).get(ly.name)
+            if q is not None:  # no component in earlier rounds' subspaces
+                g = g - (g @ q.to(g.device)) @ q.T.to(g.device)
+            w, gn = mods[ly.name].weight, float(g.norm())
+            if gn > 0:
+                w -= (step_size[ly.name] / gn) * g.to(w.dtype)
+            norms.append(gn)
+    return norms

@@ -1,0 +1,80 @@
+"""The tables `rr release` ends with: per round, before / after, and two example answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reveal_release.console import human_bytes, table
+from reveal_release.runs import RunDir
+
+ROUND_COLUMNS = [
+    "round", "held-out reveal", "retain acc.", "perplexity", "forget set", "steps", "train s",
+    "round s", "peak RSS",
+]  # fmt: skip
+
+
+def _short(text: str, n: int = 140) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def round_rows(base: dict[str, Any], rounds: list[dict[str, Any]]) -> list[tuple]:
+    """One row for the base model and one per measured round."""
+    rows = [
+        (
+            "base", base["heldout_reveal_rate"], base["retain_accuracy"], base["perplexity"],
+            *("-",) * 5,
+        )
+    ]  # fmt: skip
+    for r in rounds:
+        rows.append(
+            (
+                f"{r['round']} (rolled back)" if r.get("rolled_back") else r["round"],
+                r["heldout_reveal_rate"],
+                r["retain_accuracy"],
+                r["perplexity"],
+                r["forget_size"],
+                r["train_steps"],
+                r["train_seconds"],
+                r["round_seconds"],
+                human_bytes(r["peak_rss_bytes"]),
+            )
+        )
+    return rows
+
+
+def before_after(base: dict[str, Any], last: dict[str, Any]) -> None:
+    """Before/after figures and the two held-out answers that changed most."""
+    table(
+        "before / after",
+        ["metric", "before", f"after round {last['round']}", "after / before"],
+        [
+            ("held-out reveal rate", base["heldout_reveal_rate"], last["heldout_reveal_rate"], "-"),
+            ("retain accuracy", base["retain_accuracy"], last["retain_accuracy"],
+             last["retain_ratio"]),
+            ("perplexity", base["perplexity"], last["perplexity"], last["ppl_ratio"]),
+        ],
+    )  # fmt: skip
+    after = {e["prompt"]: e for e in last.get("examples", [])}
+    shown = [e for e in base.get("examples", []) if e["prompt"] in after]
+    shown.sort(key=lambda e: after[e["prompt"]]["score"] - e["score"])
+    table(
+        "example answers (held-out probes)",
+        ["probe", "before", "after"],
+        [
+            (_short(e["prompt"], 48), _short(e["response"]), _short(after[e["prompt"]]["response"]))
+            for e in shown[:2]
+        ],
+    )
+
+
+def print_summary(rd: RunDir, title: str) -> None:
+    """Per-round table, then before/after: held-out reveal, retain accuracy, perplexity, answers."""
+    base = rd.read_json("release/base-metrics.json")
+    if not base:
+        return
+    rounds = [m for m in (rd.round_metrics(k) for k in rd.rounds()) if m]
+    table(title, ROUND_COLUMNS, round_rows(base, rounds))
+    kept = [r for r in rounds if r.get("trained") and not r.get("rolled_back")]
+    if kept:
+        before_after(base, kept[-1])  # the last kept round is the model in DIR/model

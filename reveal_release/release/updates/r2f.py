@@ -1,0 +1,151 @@
+"""`--update r2f`: each step is a decoded gradient, kept as the round's low-rank module.
+
+Per step: LoRA gradient sketches of the round's loss (NPO on the forget answers, minus the
+retain answers' log-likelihood) over the forget prompts' paraphrased views, a fresh random A
+per view and no weight gradient; each adapted layer's full gradient decoded from them, its
+components in earlier rounds' input subspaces removed, and a step of relative size --lr along
+it. At the end of the round the change is truncated to rank r, saved as a PEFT module (alpha =
+r, so s = 1) and the weights put back: the round loop merges the module as it does an O-LoRA
+round, so both share the run format, resume (a killed R2F round restarts) and export.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reveal_release.atomic import atomic_dir
+from reveal_release.errors import RRError
+from reveal_release.release.updates.base import UPDATES, RoundInputs
+from reveal_release.train import seeds
+from reveal_release.train.config import LoraSpec
+from reveal_release.train.data import batch_indices, collate, encode
+from reveal_release.train.logprobs import sequence_logps, sequence_logps_from_logits
+from reveal_release.train.loop import TrainResult
+from reveal_release.train.lora import module_name, write_module
+from reveal_release.train.losses.npo import npo_loss
+
+
+def _batch(tok: Any, pairs: Sequence[tuple[str, str]], max_length: int, device: Any) -> dict:
+    return collate([encode(tok, p, r, max_length) for p, r in pairs], tok.pad_token_id, device)
+
+
+def round_loss(cfg: Any, forget: dict, ref: Any, retain: dict | None):
+    """The step's loss as a function of `forward`: NPO on forget - a * retain log-likelihood."""
+
+    def loss_fn(forward: Any) -> Any:
+        logits = forward(forget["input_ids"], forget["attention_mask"])
+        logp, _ = sequence_logps_from_logits(logits, forget["labels"])
+        loss = npo_loss(logp, ref, cfg.beta)
+        if retain is not None and cfg.retain_weight > 0:
+            logits = forward(retain["input_ids"], retain["attention_mask"])
+            rl, rn = sequence_logps_from_logits(logits, retain["labels"])
+            loss = loss - cfg.retain_weight * (rl.sum() / rn.sum())
+        return loss
+
+    return loss_fn
+
+
+@dataclass
+class _Round:
+    """What every step of an R2F round shares."""
+
+    inp: RoundInputs
+    dec: Any
+    layers: list
+    rows: list[dict]
+    views: list[list[str]]
+    ref: Any
+    mods: dict[str, Any]
+    original: dict[str, Any]
+    protect: dict[str, Any]
+
+
+def _prepare(inp: RoundInputs) -> _Round:
+    """Decoder, layers, the forget rows with their views and reference log-probs."""
+    import torch
+
+    from reveal_release.models import LoadedModel
+    from reveal_release.r2f.decoder import load_decoder
+    from reveal_release.r2f.paraphrase import paraphrases
+    from reveal_release.r2f.sketch import linear_layers
+    from reveal_release.r2f.step import earlier_bases
+
+    cfg, model, tok = inp.cfg, inp.model, inp.tokenizer
+    dec = load_decoder(Path(cfg.decoder))
+    layers = linear_layers(model, cfg.target_modules)
+    for ly in layers:
+        dec.params(ly.kind, ly.depth)  # a layer kind it has no mapping for: say which
+    rows = [r for r in inp.forget if r.get("response", "").strip()]
+    if not rows:
+        raise RRError("the forget set has no usable answers: nothing to train on")
+    seed = seeds.round_reveal(cfg.seed, inp.round_)
+    views = paraphrases(LoadedModel.bare(model, tok), [r["prompt"] for r in rows], dec.views, seed)
+    mods = dict(model.named_modules())
+    with torch.no_grad():
+        ref = torch.tensor(
+            [float(sequence_logps(model, _batch(tok, [(r["prompt"], r["response"])],
+                                                 cfg.max_length, model.device))[0][0])
+             for r in rows], device=model.device
+        )  # fmt: skip
+    original = {ly.name: mods[ly.name].weight.detach().clone() for ly in layers}
+    protect = earlier_bases(inp.earlier_a, module_name)
+    return _Round(inp, dec, layers, rows, views, ref, mods, original, protect)
+
+
+def _step(r: _Round, step: int) -> dict:
+    """One decoded-gradient step on the weights; the history entry."""
+    from reveal_release.r2f.sketch import Capture, capture, random_a
+    from reveal_release.r2f.step import decoded_step
+
+    inp, cfg, tok, device = r.inp, r.inp.cfg, r.inp.tokenizer, r.inp.model.device
+    idx = batch_indices(len(r.rows), cfg.batch_size, seeds.batch_stream(cfg.seed, inp.round_), step)
+    retain = None
+    if inp.retain:
+        stream = seeds.batch_stream(cfg.seed, inp.round_, "retain")
+        ri = batch_indices(len(inp.retain), cfg.batch_size, stream, step)
+        pairs = [(inp.retain[i]["prompt"], inp.retain[i]["response"]) for i in ri]
+        retain = _batch(tok, pairs, cfg.max_length, device)
+    cap, a_views, losses = Capture(), [], []
+    for v in range(r.dec.views):
+        pairs = [(r.views[i][v], r.rows[i]["response"]) for i in idx]
+        forget = _batch(tok, pairs, cfg.max_length, device)
+        a = random_a(r.layers, r.dec.rank, seeds.sketch_view(cfg.seed, inp.round_, step, v))
+        a = {k: x.to(device) for k, x in a.items()}
+        a_views.append(a)
+        fn = round_loss(cfg, forget, r.ref[idx], retain)
+        losses.append(capture(inp.model, r.layers, fn, a, cap, keep_inputs=2048))
+    scale = {n: cfg.lr * float(w.norm()) for n, w in r.original.items()}
+    norms = decoded_step(r.dec, r.layers, r.mods, cap, a_views, scale, r.protect)
+    loss = sum(losses) / len(losses)
+    return {"step": step + 1, "loss": loss, "forget": loss, "grad_norm": sum(norms) / len(norms)}
+
+
+@UPDATES.register("r2f")
+def r2f_update(inp: RoundInputs, adapter_dir: Path) -> TrainResult:
+    """Decoded-gradient steps on the merged weights, saved as round k's rank-r module."""
+    import torch
+
+    from reveal_release.r2f.step import low_rank
+
+    start = time.perf_counter()
+    r = _prepare(inp)
+    history: list[dict] = []
+    try:
+        for step in range(inp.cfg.steps):
+            history.append(_step(r, step))
+            if inp.on_step:
+                inp.on_step(step + 1, history[-1])
+        deltas = {n: r.mods[n].weight.detach().float() - w.float() for n, w in r.original.items()}
+    finally:
+        with torch.no_grad():
+            for name, w in r.original.items():
+                r.mods[name].weight.copy_(w)
+    rank = inp.cfg.rank
+    spec = LoraSpec(rank=rank, alpha=float(rank), target_modules=inp.cfg.target_modules)
+    with atomic_dir(adapter_dir) as tmp:
+        write_module(inp.model, spec, {n: low_rank(d, rank) for n, d in deltas.items()}, tmp)
+    return TrainResult(len(history), None, history, time.perf_counter() - start, 0)

@@ -1,0 +1,62 @@
+"""`rr reveal`: validate input, open the run, run the stage with a progress bar, print a summary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from reveal_release.errors import RRError
+from reveal_release.reveal.config import RevealConfig
+
+BACKENDS = ("hf", "vllm")
+
+
+def _on_step(bar: Any) -> Any:
+    """A progress callback: one bar per search, showing the best relevance so far."""
+    tasks: dict[str, int] = {}
+
+    def on_step(name: str, i: int, n: int, pulls: list) -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(f"reveal {name} set", total=n)
+        best = max(p.relevance for p in pulls)
+        bar.update(tasks[name], completed=i, description=f"reveal {name} (rel {best:.2f})")
+
+    return on_step
+
+
+def reveal_command(
+    *, target: str, run: Path, model: str, cfg: RevealConfig, backend: str, trust_remote_code: bool
+) -> None:
+    """Everything `rr reveal` does, in the order a user's mistakes are cheapest to catch."""
+    from reveal_release.console import console, progress, say
+    from reveal_release.models import load_model, model_summary
+    from reveal_release.reveal.samplers import make_sampler
+    from reveal_release.reveal.stage import run_reveal, summary_dict
+    from reveal_release.reveal.summary import print_summary
+    from reveal_release.runs import RunDir
+    from reveal_release.targets.judges import make_judge
+    from reveal_release.targets.spec import load_target
+
+    if backend not in BACKENDS:
+        raise RRError(f"unknown backend '{backend}': choose hf or vllm")
+    spec = load_target(target)
+    make_judge(spec.judge, **spec.judge_params)  # fail on a missing package before loading
+    loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
+    rd = RunDir.open(run, {"model": loaded.fingerprint, "target": spec.identity()})
+    config = {"model": model, "target": target, "backend": backend, **asdict(cfg)}
+    rd.manifest.setdefault("model", model_summary(loaded))
+    rd.manifest["seed"] = cfg.seed
+    with rd.stage("reveal", config) as st:
+        if st.done:
+            say(f"reveal already finished in {run}: nothing to do (forget {st.info.get('forget')})")
+            return
+        sampler = make_sampler(backend, loaded)
+        try:
+            with progress() as bar:
+                summary = run_reveal(loaded, spec, sampler, rd, cfg, on_step=_on_step(bar))
+        finally:
+            sampler.close()
+        st.info.update(summary_dict(summary))
+    print_summary(summary, f"reveal: {spec.identity()} on {model}")
+    console.print(f"wrote {rd.path('reveal')}/forget.jsonl, retain.jsonl, bandit.jsonl")

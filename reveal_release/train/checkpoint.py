@@ -1,0 +1,58 @@
+"""Training state inside a round: the module's weights and AdamW moments, saved for resume."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from reveal_release.atomic import atomic_write_bytes, atomic_write_json
+
+
+def save_state(
+    path: Path, step: int, params: Mapping[str, Any], optimizer: Any, history: list[dict]
+) -> None:
+    """Write PATH.safetensors (weights, Adam moments) and PATH.json (step, loss history)."""
+    import torch
+    from safetensors.torch import save
+
+    tensors = {f"param/{n}": p.detach().contiguous() for n, p in params.items()}
+    state = optimizer.state_dict()["state"]
+    for i, n in enumerate(params):
+        for k, v in state.get(i, {}).items():
+            tensors[f"adam/{k}/{n}"] = torch.as_tensor(v).detach().reshape(-1).contiguous()
+    atomic_write_bytes(path.with_suffix(".safetensors"), save(tensors))
+    atomic_write_json(path.with_suffix(".json"), {"step": step, "history": history})
+
+
+def load_state(path: Path, params: Mapping[str, Any], optimizer: Any) -> tuple[int, list[dict]]:
+    """Restore what save_state wrote; (0, []) when there is nothing to restore."""
+    import torch
+    from safetensors.torch import load_file
+
+    meta, weights = path.with_suffix(".json"), path.with_suffix(".safetensors")
+    if not (meta.is_file() and weights.is_file()):
+        return 0, []
+    info = json.loads(meta.read_text())
+    tensors = load_file(weights)
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(tensors[f"param/{n}"])
+    sd = optimizer.state_dict()
+    for i, n in enumerate(params):
+        entry = {}
+        for k in ("step", "exp_avg", "exp_avg_sq"):
+            t = tensors.get(f"adam/{k}/{n}")
+            if t is not None:
+                entry[k] = t.reshape(()) if k == "step" else t.reshape(params[n].shape)
+        if entry:
+            sd["state"][i] = entry
+    optimizer.load_state_dict(sd)
+    return int(info["step"]), list(info["history"])
+
+
+def remove_state(path: Path) -> None:
+    """Delete a finished round's training state."""
+    for suffix in (".json", ".safetensors"):
+        path.with_suffix(suffix).unlink(missing_ok=True)

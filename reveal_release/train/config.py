@@ -1,0 +1,88 @@
+"""Training settings: the LoRA module's shape, the optimiser and the forget/retain objective."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reveal_release.options import (
+    at_least,
+    between,
+    comma_list,
+    non_empty,
+    non_negative,
+    option,
+    positive,
+)
+from reveal_release.options import validate as validate_fields
+
+DEFAULT_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """The shape of one LoRA module: rank, alpha and the linear layers it adapts."""
+
+    rank: int = option(8, "LoRA rank r of each round.", check=between(1, 256))
+    alpha: float = option(32.0, "LoRA alpha (s = alpha / r).", check=positive())
+    target_modules: tuple[str, ...] = option(
+        DEFAULT_MODULES,
+        "Comma-separated module names that get LoRA.",
+        check=non_empty(),
+        parse=comma_list,
+        show=",".join,
+    )
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+    @property
+    def scaling(self) -> float:
+        """LoRA's s = alpha / r."""
+        return self.alpha / self.rank
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW steps on the module: how many, how large, on how much data, how often saved."""
+
+    steps: int = option(16, "Optimiser steps per round.", check=at_least(1))
+    batch_size: int = option(4, "Forget and retain sequences per step.", check=at_least(1))
+    lr: float = option(1e-3, "Learning rate of round k's module.", check=positive())
+    max_grad_norm: float = option(1.0, "Gradient-norm clip.", check=positive(), cli=False)
+    max_length: int = option(
+        128, "Tokens per training sequence (prompt and answer).", check=at_least(16), cli=False
+    )
+    checkpoint_every: int = option(
+        4, "Save training state every N steps (resume).", check=at_least(1)
+    )
+    # On the embedded model the steps after NPO reaches ~0 are where the retain loss repairs
+    # utility, so convergence is off by default.
+    converge: float = option(
+        0.0,
+        "End a round once the forget loss is below this x its first (0: off).",
+        check=non_negative(),
+    )
+    patience: int = option(
+        2, "Steps the forget loss must stay under --converge.", check=at_least(1), cli=False
+    )
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """L = L_forget + retain_weight * L_retain, with the losses named in their registries."""
+
+    loss: str = option("npo", "Forget loss: npo, ga, refusal or simnpo.")
+    retain_loss: str = option("kl", "Retain loss: kl or nll.")
+    retain_weight: float = option(1.0, "Weight a of the retain loss.", check=non_negative())
+    beta: float = option(0.1, "NPO / SimNPO beta.", check=positive())
+    gamma: float = option(0.0, "SimNPO reward margin.", check=non_negative(), cli=False)
+
+    def __post_init__(self) -> None:
+        from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
+
+        validate_fields(self)
+        FORGET_LOSSES.get(self.loss)
+        RETAIN_LOSSES.get(self.retain_loss)

@@ -1,0 +1,29 @@
+"""Log-probabilities of answer tokens (labels other than -100) under a model's logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reveal_release.train.data import IGNORE
+
+
+def token_logps(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """(log p of each next token, mask of answer positions), both batch x (length - 1)."""
+    import torch
+
+    shifted = labels[:, 1:]
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logp.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return picked, shifted != IGNORE
+
+
+def sequence_logps_from_logits(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """(sum of answer-token log-probs, answer-token count) per sequence."""
+    picked, mask = token_logps(logits, labels)
+    return (picked * mask).sum(-1), mask.sum(-1)
+
+
+def sequence_logps(model: Any, batch: dict) -> tuple[Any, Any]:
+    """(sum of answer-token log-probs, answer-token count) for each sequence of a batch."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return sequence_logps_from_logits(logits, batch["labels"])

@@ -1,0 +1,150 @@
+"""The optimiser loop every trainer shares: AdamW on a LoRA module, guards, checkpoints.
+
+A trainer hands it a function that returns the step's loss terms (name -> scalar tensor) and
+their weights. The loop sums them, steps AdamW with gradient clipping, and stops the run with
+the last good weights when the loss, a gradient or a weight stops being finite, or when the
+`explode_key` term (the retain loss) grows past EXPLODE_FACTOR x its first value.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reveal_release.train.checkpoint import load_state, save_state
+from reveal_release.train.config import OptimConfig
+from reveal_release.train.lora import trainable
+
+# A retain loss this many times its first value (and 2 nats above it) counts as exploding.
+EXPLODE_FACTOR = 10.0
+
+StepTerms = Callable[[int], dict[str, Any]]
+OnStep = Callable[[int, dict], None]
+
+
+@dataclass
+class TrainResult:
+    """What one training run did (saved as a round's train-result.json)."""
+
+    steps: int
+    stopped: str | None
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+    def last(self, key: str) -> float | None:
+        """The last logged value of a loss term."""
+        return self.history[-1].get(key) if self.history else None
+
+
+def converged(history: Sequence[dict], cfg: OptimConfig) -> bool:
+    """The forget loss stayed under cfg.converge x its first value for cfg.patience steps."""
+    if cfg.converge <= 0 or len(history) < cfg.patience + 1:
+        return False
+    first = history[0]["forget"]
+    return first > 0 and all(h["forget"] < cfg.converge * first for h in history[-cfg.patience :])
+
+
+class _Guard:
+    """Why a step must not be taken (non-finite loss, exploding retain loss), or None."""
+
+    def __init__(self, explode_key: str, history: Sequence[dict]):
+        self.key = explode_key
+        self.first = next((h[explode_key] for h in history if h.get(explode_key) is not None), None)
+
+    def before_step(self, step: int, loss: float, values: Mapping[str, float]) -> str | None:
+        if not math.isfinite(loss):
+            return f"non-finite loss at step {step + 1}"
+        if self.key in values:
+            value = values[self.key]
+            self.first = value if self.first is None else self.first
+            if value > max(EXPLODE_FACTOR * self.first, self.first + 2.0):
+                return (
+                    f"{self.key} loss exploded at step {step + 1} "
+                    f"({value:.2f}, first {self.first:.2f})"
+                )
+        return None
+
+
+def _snapshot(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+def _restore(params: Mapping[str, Any], snap: Mapping[str, Any]) -> None:
+    import torch
+
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(snap[n])
+
+
+def _backward_and_step(
+    params: Mapping[str, Any], optimizer: Any, loss: Any, max_norm: float, step: int
+) -> tuple[float, str | None]:
+    """One AdamW update with clipping; (gradient norm, why it stopped or None)."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), max_norm))
+    if not math.isfinite(norm):
+        return norm, f"non-finite gradient at step {step + 1}"
+    optimizer.step()
+    if not all(torch.isfinite(p).all() for p in params.values()):
+        return norm, f"non-finite weights after step {step + 1}"
+    return norm, None
+
+
+def run_steps(
+    model: Any,
+    step_terms: StepTerms,
+    weights: Mapping[str, float],
+    cfg: OptimConfig,
+    *,
+    state_path: Path | None = None,
+    on_step: OnStep | None = None,
+    bounded: bool = False,
+    explode_key: str = "retain",
+) -> TrainResult:
+    """cfg.steps AdamW steps on the model's trainable parameters; resumable from state_path."""
+    import torch
+
+    start = time.perf_counter()
+    params = trainable(model)
+    optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0)
+    step0, history = load_state(state_path, params, optimizer) if state_path else (0, [])
+    model.train()
+    good, guard = _snapshot(params), _Guard(explode_key, history)
+    stopped, kept = None, step0
+    for step in range(step0, cfg.steps):
+        terms = step_terms(step)
+        loss = sum(weights[k] * v for k, v in terms.items())
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        stopped = guard.before_step(step, float(loss.detach()), values)
+        if stopped:
+            kept = max(step - 1, step0)  # theta_step is broken: back to the weights before
+            break
+        good = _snapshot(params)
+        norm, stopped = _backward_and_step(params, optimizer, loss, cfg.max_grad_norm, step)
+        if stopped:
+            kept = step
+            break
+        entry = {"step": step + 1, "loss": float(loss.detach()), **values, "grad_norm": norm}
+        history.append(entry)
+        if on_step:
+            on_step(step + 1, entry)
+        if bounded and converged(history, cfg):
+            break
+        if state_path and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            save_state(state_path, step + 1, params, optimizer, history)
+    if stopped:
+        # Back to the last weights whose loss was finite and in bounds (the first weights of
+        # this attempt when a resumed run fails at once).
+        _restore(params, good)
+        history = history[: max(kept, 0)]
+    model.eval()
+    return TrainResult(len(history), stopped, history, time.perf_counter() - start, step0)

@@ -1,0 +1,42 @@
+"""The loss interfaces and their registries; each loss is one file and one registered name.
+
+Forget losses see per-sequence log-probabilities of the forget answers under the model being
+trained (`logp`, summed over answer tokens), their token counts `n`, and the same sums under
+the reference model (`ref_logp`: the same weights with the adapter off), never the model.
+Retain losses see the model and a batch of retain sequences.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from reveal_release.registry import Registry
+
+
+class ForgetLoss(ABC):
+    """A forget objective over per-sequence answer log-probabilities."""
+
+    needs_reference: bool = False
+    bounded: bool = True  # >= 0 and near 0 once forgotten, so convergence can end a round
+
+    def training_rows(self, rows: Sequence[dict]) -> list[dict]:
+        """The (prompt, response) rows this loss trains on (the forget rows themselves)."""
+        return list(rows)
+
+    @abstractmethod
+    def __call__(self, logp: Any, n: Any, ref_logp: Any, cfg: Any) -> Any:
+        """The loss to minimise (a scalar tensor); cfg carries beta and gamma."""
+
+
+class RetainLoss(ABC):
+    """A retain objective over a batch of retain sequences."""
+
+    @abstractmethod
+    def __call__(self, model: Any, batch: dict, cfg: Any) -> Any:
+        """The loss to minimise (a scalar tensor)."""
+
+
+FORGET_LOSSES: Registry[type[ForgetLoss]] = Registry("forget loss")
+RETAIN_LOSSES: Registry[type[RetainLoss]] = Registry("retain loss")

@@ -1,0 +1,73 @@
+"""The unlearning objective of one module: L_forget + a * L_retain on batches drawn per step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from reveal_release.errors import RRError
+from reveal_release.train.config import ObjectiveConfig, OptimConfig
+from reveal_release.train.data import Example, batch_indices, collate, encode_rows
+from reveal_release.train.logprobs import sequence_logps
+from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
+
+
+def reference_logps(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int) -> Any:
+    """Per-sequence answer log-probs under the reference (adapter off), computed once."""
+    import torch
+
+    out = []
+    with torch.no_grad(), model.disable_adapter():
+        for lo in range(0, len(examples), batch_size):
+            batch = collate(examples[lo : lo + batch_size], pad_id, model.device)
+            out.append(sequence_logps(model, batch)[0])
+    return torch.cat(out)
+
+
+class UnlearnObjective:
+    """The forget and retain terms of a PEFT model's step; batches are a function of the step."""
+
+    def __init__(
+        self,
+        peft_model: Any,
+        tokenizer: Any,
+        forget_rows: Sequence[dict],
+        retain_rows: Sequence[dict],
+        cfg: ObjectiveConfig,
+        optim: OptimConfig,
+        seeds: tuple[int, int],
+    ):
+        self.model, self.cfg, self.batch_size = peft_model, cfg, optim.batch_size
+        self.forget_seed, self.retain_seed = seeds
+        self.forget_loss = FORGET_LOSSES.get(cfg.loss)()
+        self.retain_loss = RETAIN_LOSSES.get(cfg.retain_loss)()
+        rows = self.forget_loss.training_rows(forget_rows)
+        self.forget = encode_rows(tokenizer, rows, optim.max_length)
+        self.retain = encode_rows(tokenizer, retain_rows, optim.max_length)
+        if not self.forget:
+            raise RRError("the forget set has no usable answers: nothing to train on")
+        self.use_retain = cfg.retain_weight > 0 and bool(self.retain)
+        self.pad = tokenizer.pad_token_id
+        self.ref = None
+        if self.forget_loss.needs_reference:
+            self.ref = reference_logps(peft_model, self.forget, self.pad, optim.batch_size)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The weight of each term in the summed loss."""
+        return {"forget": 1.0, "retain": self.cfg.retain_weight}
+
+    def _batch(self, examples: Sequence[Example], seed: int, step: int) -> tuple[list, dict]:
+        idx = batch_indices(len(examples), self.batch_size, seed, step)
+        return idx, collate([examples[i] for i in idx], self.pad, self.model.device)
+
+    def terms(self, step: int) -> dict[str, Any]:
+        """{"forget": ..., "retain": ...} at this step (retain only when it is used)."""
+        idx, batch = self._batch(self.forget, self.forget_seed, step)
+        logp, n = sequence_logps(self.model, batch)
+        ref = self.ref[idx] if self.ref is not None else None
+        out = {"forget": self.forget_loss(logp, n, ref, self.cfg)}
+        if self.use_retain:
+            _, batch = self._batch(self.retain, self.retain_seed, step)
+            out["retain"] = self.retain_loss(self.model, batch, self.cfg)
+        return out
