@@ -44,12 +44,12 @@ test: setup setup-vllm
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check reveal_release tests benchmarks
-	$(VENV)/bin/ruff format --check reveal_release tests benchmarks
+	$(VENV)/bin/ruff check reveal_release tests benchmarks scripts
+	$(VENV)/bin/ruff format --check reveal_release tests benchmarks scripts
 
 format: setup
-	$(VENV)/bin/ruff check --fix reveal_release tests benchmarks
-	$(VENV)/bin/ruff format reveal_release tests benchmarks
+	$(VENV)/bin/ruff check --fix reveal_release tests benchmarks scripts
+	$(VENV)/bin/ruff format reveal_release tests benchmarks scripts
 
 clean-venv:
 	rm -rf $(VENV) .venv-vllm
