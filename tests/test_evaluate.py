@@ -18,7 +18,7 @@ from reveal_release.metrics.figure_cache import MetricCache
 from reveal_release.metrics.fluency import repetition_rate
 from reveal_release.metrics.knowledge import topic_qa_items
 from reveal_release.metrics.mia import auc, min_k_score
-from reveal_release.metrics.quantizers import quantize_model, quantize_tensor
+from reveal_release.quantizers import quantize_model, quantize_tensor
 from reveal_release.targets.judges.base import make_judge
 from reveal_release.targets.spec import load_target
 
@@ -58,11 +58,11 @@ def test_repetition_rate():
 def test_quantisation_grid():
     torch.manual_seed(0)
     w = torch.randn(8, 64)
-    q8 = quantize_tensor(w, 8, 0)
+    q8 = quantize_tensor(w, "int8")
     step = w.abs().amax(1, keepdim=True) / 127
     assert torch.all((q8 - w).abs() <= step / 2 + 1e-6)
-    assert torch.allclose(quantize_tensor(q8, 8, 0), q8, atol=1e-6)  # on the grid stays
-    q4 = quantize_tensor(w, 4, 32)
+    assert torch.allclose(quantize_tensor(q8, "int8"), q8, atol=1e-6)  # on the grid stays
+    q4 = quantize_tensor(w, "int4")
     for row in q4.reshape(-1, 32):
         assert row.unique().numel() <= 16
     assert (q4 - w).abs().max() < (w.max() - w.min()) / 15
