@@ -144,7 +144,10 @@ def export(
     from reveal_release.runs import RunDir
 
     info = export_run(RunDir.load(run), out, format)
+    note = info.pop("note", None)
     table("export", list(info), [list(info.values())])
+    if note:
+        typer.echo(f"note: {note}", err=True)
 
 
 @r2f_app.command("fit")

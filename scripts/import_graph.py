@@ -30,6 +30,7 @@ ORDER = (
     "metrics",
     "train",
     "targets",
+    "quantizers",
     "sentence_embedder",
     "generation",
     "models",

@@ -36,8 +36,15 @@ def test_eval_of_a_released_run_writes_the_report_and_caches(released):
         # The random model's answers can be empty: then there is no NLL (None, never NaN).
         assert model["fluency"]["nll_under_base"] is None or model["fluency"]["nll_under_base"] > 0
     assert set(m["attacks"]) == set(ALL_ATTACKS)
-    for name in ("relearn", "quant-int8", "quant-int4", "rephrase", "jailbreak"):
-        assert m["attacks"][name]["released"]["reveal_rate"] == 1.0, name
+    for name in ALL_ATTACKS:
+        if name != "mia":
+            assert m["attacks"][name]["released"]["reveal_rate"] == 1.0, name
+            assert m["attacks"][name]["recovery"] is None, name  # nothing was removed
+    for name in ("quant-int4", "quant-int4-g128", "quant-int4-sym", "quant-int8"):
+        res = m["attacks"][name]["released"]
+        assert 0 <= res["codes_changed"] <= 1 and 0 <= res["qa_accuracy"] <= 1, name
+    assert set(m["provenance"]["on_grid"]) == {"int8", "int4", "int4-g128", "int4-sym"}
+    assert m["provenance"]["on_grid"]["int4"] < 0.5  # a random model sits on no grid
     assert 0 <= m["attacks"]["mia"]["released"]["auc"] <= 1
     assert "reveal_rate" in m["attacks"]["rephrase"]["base"]  # the before figure
     ga = m["baseline_ga"]

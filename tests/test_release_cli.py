@@ -238,3 +238,34 @@ def test_the_parrot_forgets_its_code_end_to_end(parrot_folder, tmp_path):
     m = json.loads((run / "report" / "metrics.json").read_text())
     assert m["models"]["base"]["heldout"]["rate"] == 1.0
     assert m["models"]["released"]["heldout"]["rate"] <= 0.1
+
+
+def test_a_release_handed_out_on_a_grid_keeps_it_and_resumes_to_the_same_model(
+    revealed, tiny_folder, tmp_path
+):
+    from transformers import AutoModelForCausalLM
+
+    from reveal_release.quantizers import on_grid_share, quantizable
+
+    run = copy_run(revealed, tmp_path)
+    args = ("release", "--run", str(run), "--rounds", "2", "--snap", "int4", "--stop-rate", "0")
+    out = run_rr(*args, *FAST)
+    assert out.returncode == 0, out.stderr
+    for k in (1, 2):
+        m = json.loads((run / f"round-{k}" / "metrics.json").read_text())
+        assert m["snap"] == "int4" and m["snap_rows"] > 0
+        assert m["quant_scheme"] == "int4-g128" and 0 <= m["quant_codes_changed"] <= 1
+    assert json.loads((run / "model" / "rr-model.json").read_text())["grid"] == "int4"
+    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    base = dict(quantizable(AutoModelForCausalLM.from_pretrained(tiny_folder)))
+    for name, mod in quantizable(model):
+        assert on_grid_share(mod.weight, "int4") == 1.0, name
+        assert not torch.equal(mod.weight, base[name].weight), name
+    saved = (run / "model" / "model.safetensors").read_bytes()
+    # The rounds are done: a rerun rebuilds them from the adapters and changes nothing.
+    again = run_rr(*args, *FAST)
+    assert again.returncode == 0, again.stderr
+    assert (run / "model" / "model.safetensors").read_bytes() == saved
+    # The adapters are the full-precision release: the export says which one to deploy.
+    res = run_rr("export", "--run", str(run), "--out", str(tmp_path / "a"), "--format", "adapters")
+    assert res.returncode == 0 and "note: the adapters are the full-precision release" in res.stderr

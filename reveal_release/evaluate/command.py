@@ -54,7 +54,7 @@ def eval_command(
     cols = [labels.get(k, k) for k in ("base", "released") if k in metrics["models"]]
     table(f"rr eval: {metrics['target']}", ["metric", *cols], summary_rows(metrics))
     ev = labels.get(metrics["evaluated"], metrics["evaluated"])
-    table("attacks", ["attack", "what", "base", ev, "note"], attack_rows(metrics))
+    table("attacks", ["attack", "what", "base", ev, "recovered", "note"], attack_rows(metrics))
     for name, e in metrics["attacks"].items():
         if "skipped" in e:
             console.print(f"attack {name} skipped: {e['skipped']}")

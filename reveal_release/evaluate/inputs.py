@@ -19,6 +19,7 @@ class EvalInputs:
     base: LoadedModel | None
     released: LoadedModel | None
     forget_rows: list[dict] = field(default_factory=list)
+    retain_rows: list[dict] = field(default_factory=list)
     rounds: list[dict] = field(default_factory=list)
     bandit: list[dict] = field(default_factory=list)
     ga_steps: int = 0
@@ -92,6 +93,7 @@ def run_inputs(run: Path, trust_remote_code: bool = False) -> EvalInputs:
         base=base,
         released=released,
         forget_rows=rd.forget_set(),
+        retain_rows=rd.retain_set(),
         rounds=rounds,
         bandit=bandit_records(rd),
         ga_steps=sum(int(r.get("train_steps", 0)) for r in kept),

@@ -186,15 +186,16 @@ def tradeoff_plot(m: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def attacks_plot(m: dict[str, Any], path: Path) -> Path | None:
-    """Reveal rate before and after each attack that reports one."""
+def _attack_bars(m: dict[str, Any]) -> tuple[list[str], list, list, list]:
+    """(labels, base rates, evaluated rates, recovery fractions) of every attack with a rate."""
     models = m.get("models", {})
-    labels, before, after = [], [], []
     evaluated = m.get("evaluated", "released")
+    labels, before, after, recovered = [], [], [], []
     if evaluated in models:
         labels.append("held-out probes")
         before.append(models["base"]["heldout"]["rate"] if "base" in models else None)
         after.append(models[evaluated]["heldout"]["rate"])
+        recovered.append(None)
     for name, entry in (m.get("attacks") or {}).items():
         res = entry.get(evaluated, {})
         if "reveal_rate" in res:
@@ -202,19 +203,23 @@ def attacks_plot(m: dict[str, Any], path: Path) -> Path | None:
             b = entry.get("base", {}) if evaluated != "base" else {}
             before.append(b.get("reveal_rate"))
             after.append(res["reveal_rate"])
+            recovered.append(entry.get("recovery"))
+    return labels, before, after, recovered
+
+
+def attacks_plot(m: dict[str, Any], path: Path) -> Path | None:
+    """Reveal rate before and after each attack, and the share of the removed target it
+    brings back (recovery fraction)."""
+    evaluated = m.get("evaluated", "released")
+    labels, before, after, recovered = _attack_bars(m)
     if not labels:
         return None
-    fig, ax = _figure(6.4, 0.5 * len(labels) + 1.6)
+    fig, (ax, rx) = _figure(9.6, 0.5 * len(labels) + 1.6, cols=2)
     ys = list(range(len(labels)))
     ax.barh([y + 0.2 for y in ys], after, height=0.4, color="tab:red", label=evaluated)
     if evaluated != "base" and any(b is not None for b in before):
-        ax.barh(
-            [y - 0.2 for y in ys],
-            [b or 0 for b in before],
-            height=0.4,
-            color="tab:grey",
-            label="base (where measured)",
-        )
+        ax.barh([y - 0.2 for y in ys], [b or 0 for b in before], height=0.4, color="tab:grey",
+                label="base (where measured)")  # fmt: skip
     for y, v in zip(ys, after, strict=True):
         ax.text(v + 0.01, y + 0.2, f"{v:.2f}", va="center", fontsize=8)
     ax.set_yticks(ys, labels)
@@ -223,6 +228,21 @@ def attacks_plot(m: dict[str, Any], path: Path) -> Path | None:
     ax.set_title("Does the target come back under attack?")
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=8, loc="lower right")
+    rec = [r if r is not None else 0.0 for r in recovered]
+    rx.barh(
+        ys, rec, height=0.5, color=["tab:purple" if r is not None else "none" for r in recovered]
+    )
+    for y, r in zip(ys, recovered, strict=True):
+        rx.text(max(r or 0, 0) + 0.01, y, "-" if r is None else f"{r:.2f}", va="center", fontsize=8)
+    rx.set_yticks(ys, [""] * len(ys))
+    rx.invert_yaxis()
+    rx.set(
+        xlabel="recovered: (attacked - released) / (base - released)",
+        xlim=(min(0, *rec) - 0.05, 1.12),
+    )
+    rx.set_title("Share of the removed target brought back")
+    rx.axvline(0, color="black", lw=0.6)
+    rx.grid(alpha=0.3, axis="x")
     return _save(fig, path)
 
 

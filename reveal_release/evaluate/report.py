@@ -63,18 +63,83 @@ def attack_rows(m: dict[str, Any]) -> list[list[str]]:
 
         res = e.get(ev)
         note = e.get("skipped", "")
-        if res and "relearn" == name and "samples" in res:
+        if res and name.startswith("relearn") and "samples" in res:
             note = f"{res['samples']} samples, {res['steps']} steps, lr {res['lr']:g}"
         if res and name.startswith("quant") and "perplexity" in res:
             note = f"perplexity after {res['perplexity']:.2f}"
+            if res.get("qa_accuracy") is not None:
+                note += f", QA {res['qa_accuracy']:.3f}"
+            if res.get("codes_changed") is not None:
+                note += f"; {100 * res['codes_changed']:.2f}% of codes changed by the release"
         if res and "auc" in res:
             note = (
                 f"{res['members']} forget vs {res['nonmembers']} unseen answers; "
                 "the nearer the base's AUC, the less the forget text stands out"
             )
         base_fig = fig(e.get("base")) if ev != "base" else "-"
-        rows.append([name, e.get("description", ""), base_fig, fig(res), note])
+        rec = e.get("recovery")
+        recovered = "-" if rec is None else f"{rec:.2f}"
+        rows.append([name, e.get("description", ""), base_fig, fig(res), recovered, note])
     return rows
+
+
+def provenance_rows(m: dict[str, Any]) -> list[list[str]]:
+    """Where the base model's weights come from and how close they sit to each grid."""
+    p = m.get("provenance") or {}
+    if not p:
+        return []
+    rows = [["source", p.get("gguf") or p.get("spec", "-")]]
+    if p.get("gguf_formats"):
+        formats = ", ".join(f"{k} x{v}" for k, v in sorted(p["gguf_formats"].items()))
+        rows.append(["GGUF tensor formats", formats])
+    for scheme, share in (p.get("on_grid") or {}).items():
+        on = "-" if share is None or share != share else f"{100 * share:.1f}%"
+        rows.append([f"weights already on the {scheme} grid", on])
+    return rows
+
+
+def _rounds_table(m: dict[str, Any]) -> Table | None:
+    rounds = m.get("rounds") or []
+    if not rounds:
+        return None
+    rows = [
+        [
+            "base" if r["round"] == 0 else str(r["round"]),
+            _f(r["heldout_reveal_rate"], 2),
+            _f(r["retain_accuracy"]),
+            _f(r["perplexity"], 2),
+            "rolled back" if r.get("rolled_back") else "",
+        ]
+        for r in rounds
+    ]
+    columns = ["round", "held-out reveal", "retain QA", "perplexity", "note"]
+    return ("Rounds (as Release measured them)", columns, rows)
+
+
+def _baseline_table(m: dict[str, Any]) -> Table | None:
+    ga = m.get("baseline_ga") or {}
+    if not ga.get("points"):
+        return None
+    title = (
+        f"One-shot gradient ascent on the same forget set ({ga['forget_size']} answers, "
+        f"lr {ga['lr']:g}, no retain loss)"
+    )
+    rows = [
+        [str(p["step"]), _f(p["reveal_rate"], 2), _f(p["qa_accuracy"]), _f(p["loss"])]
+        for p in ga["points"]
+    ]
+    return (title, ["steps", "held-out reveal", "general QA accuracy", "forget loss"], rows)
+
+
+def _examples_table(m: dict[str, Any]) -> Table | None:
+    ex = m.get("examples") or []
+    if not ex:
+        return None
+    labels = m.get("labels", {})
+    keys = [k for k in ("base", "released") if k in ex[0]]
+    rows = [[e["prompt"], *[f"{e[k]['response']} ({e[k]['score']:.2f})" for k in keys]] for e in ex]
+    title = "Example answers to held-out probes (judge score)"
+    return (title, ["probe", *[labels.get(k, k) for k in keys]], rows)
 
 
 def tables(m: dict[str, Any]) -> list[Table]:
@@ -86,55 +151,19 @@ def tables(m: dict[str, Any]) -> list[Table]:
     ev = labels.get(m.get("evaluated", ""), m.get("evaluated", ""))
     out.append(
         (
-            "Robustness attacks (reveal rate on held-out probes after the attack)",
-            ["attack", "what", "base", ev, "note"],
+            "Robustness attacks (reveal rate on held-out probes after the attack; recovered: "
+            "(attacked - released) / (base - released))",
+            ["attack", "what", "base", ev, "recovered", "note"],
             attack_rows(m),
         )
     )
-    rounds = m.get("rounds") or []
-    if rounds:
-        out.append(
-            (
-                "Rounds (as Release measured them)",
-                ["round", "held-out reveal", "retain QA", "perplexity", "note"],
-                [
-                    [
-                        "base" if r["round"] == 0 else str(r["round"]),
-                        _f(r["heldout_reveal_rate"], 2),
-                        _f(r["retain_accuracy"]),
-                        _f(r["perplexity"], 2),
-                        "rolled back" if r.get("rolled_back") else "",
-                    ]
-                    for r in rounds
-                ],
-            )
-        )
-    ga = m.get("baseline_ga") or {}
-    if ga.get("points"):
-        out.append(
-            (
-                f"One-shot gradient ascent on the same forget set ({ga['forget_size']} answers, "
-                f"lr {ga['lr']:g}, no retain loss)",
-                ["steps", "held-out reveal", "general QA accuracy", "forget loss"],
-                [
-                    [str(p["step"]), _f(p["reveal_rate"], 2), _f(p["qa_accuracy"]), _f(p["loss"])]
-                    for p in ga["points"]
-                ],
-            )
-        )
-    ex = m.get("examples") or []
-    if ex:
-        keys = [k for k in ("base", "released") if k in ex[0]]
-        out.append(
-            (
-                "Example answers to held-out probes (judge score)",
-                ["probe", *[labels.get(k, k) for k in keys]],
-                [
-                    [e["prompt"], *[f"{e[k]['response']} ({e[k]['score']:.2f})" for k in keys]]
-                    for e in ex
-                ],
-            )
-        )
+    prov = provenance_rows(m)
+    if prov:
+        title = "Base model's weights (quantising onto a grid they sit on undoes small updates)"
+        out.append((title, ["what", "value"], prov))
+    for table in (_rounds_table(m), _baseline_table(m), _examples_table(m)):
+        if table is not None:
+            out.append(table)
     return out
 
 

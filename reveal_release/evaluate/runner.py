@@ -91,6 +91,28 @@ def _fluency(
     return fluency
 
 
+def _cached_attack(
+    attack: Any, name: str, key: str, loaded: LoadedModel, ctx: AttackContext,
+    cache: MetricCache, cache_key: str, say: Report,
+) -> dict[str, Any]:  # fmt: skip
+    """One attack on one model, from the cache or run now (skips are not stored)."""
+
+    def run() -> dict[str, Any]:
+        say(f"{key}: attack {name}")
+        start = time.perf_counter()
+        try:
+            res = attack.run(ctx, loaded)
+        except AttackSkipped as exc:  # not stored: a later run tries again
+            raise NotCached({"skipped": str(exc)}) from None
+        except RuntimeError as exc:  # e.g. out of memory: say so, go on
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise NotCached({"skipped": f"could not run here: {first}"}) from None
+        res["seconds"] = time.perf_counter() - start
+        return res
+
+    return cache.get(cache_key, run)
+
+
 def _attacks(
     inp: EvalInputs,
     subject: tuple[str, LoadedModel],
@@ -102,16 +124,11 @@ def _attacks(
 ) -> dict[str, Any]:
     """Each chosen attack on the evaluated model (and on the base where it gives a before)."""
     attack_sig = signature({k: v for k, v in asdict(s).items() if k not in ("attacks", "baseline")})
-    forget_sig = signature(inp.forget_rows)
+    forget_sig, retain_sig = signature(inp.forget_rows), signature(inp.retain_rows)
     ctx = AttackContext(
-        spec=inp.spec,
-        judge=judge,
-        probes=probes,
-        forget_rows=inp.forget_rows,
-        settings=asdict(s),
-        base=inp.base,
-        cached=cache.get,
-    )
+        spec=inp.spec, judge=judge, probes=probes, forget_rows=inp.forget_rows,
+        settings=asdict(s), base=inp.base, cached=cache.get, retain_rows=inp.retain_rows,
+    )  # fmt: skip
     results: dict[str, Any] = {}
     for name in ALL_ATTACKS:
         attack = ATTACKS.get(name)()
@@ -122,28 +139,35 @@ def _attacks(
         if attack.on_base and inp.base is not None and subject[1] is not inp.base:
             targets = [("base", inp.base), subject]
         entry: dict[str, Any] = {"description": attack.description}
+        data = (forget_sig if attack.uses_forget else "") + (
+            retain_sig if attack.uses_retain else ""
+        )
         for key, loaded in targets:
-
-            def run(attack=attack, loaded=loaded, key=key, name=name) -> dict[str, Any]:
-                say(f"{key}: attack {name}")
-                start = time.perf_counter()
-                try:
-                    res = attack.run(ctx, loaded)
-                except AttackSkipped as exc:  # not stored: a later run tries again
-                    raise NotCached({"skipped": str(exc)}) from None
-                except RuntimeError as exc:  # e.g. out of memory: say so, go on
-                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    raise NotCached({"skipped": f"could not run here: {first}"}) from None
-                res["seconds"] = time.perf_counter() - start
-                return res
-
-            data = forget_sig if attack.uses_forget else ""
-            value = cache.get(f"{model_key(loaded)}|attack|{name}|{attack_sig}|{data}", run)
+            cache_key = f"{model_key(loaded)}|attack|{name}|{attack_sig}|{data}"
+            value = _cached_attack(attack, name, key, loaded, ctx, cache, cache_key, say)
             entry[key] = value
             if "skipped" in value:
                 entry["skipped"] = value["skipped"]
         results[name] = entry
     return results
+
+
+def recovery(attacked: float, released: float, base: float) -> float | None:
+    """(attacked - released) / (base - released): the share of the removed target an attack
+    brings back (0: none, 1: all); None when the release removed nothing to bring back."""
+    gap = base - released
+    return (attacked - released) / gap if gap > 0 else None
+
+
+def _recoveries(attacks: dict[str, Any], models: dict[str, Any]) -> None:
+    """Add each attack's recovery fraction on the released model (where it has a reveal rate)."""
+    if not {"base", "released"} <= set(models):
+        return
+    base, released = models["base"]["heldout"]["rate"], models["released"]["heldout"]["rate"]
+    for entry in attacks.values():
+        res = entry.get("released")
+        if res and "reveal_rate" in res:
+            entry["recovery"] = recovery(res["reveal_rate"], released, base)
 
 
 def evaluate(
@@ -172,7 +196,10 @@ def evaluate(
     subject = ("released", inp.released) if inp.released is not None else ("base", inp.base)
     assert subject[1] is not None
     attacks = _attacks(inp, subject, judge, probes, s, cache, say)
+    _recoveries(attacks, models)
     baseline = _baseline(inp, s, judge, probes, cache, say)
+    origin = inp.base if inp.base is not None else inp.released
+    prov = cache.get(f"{model_key(origin)}|provenance", lambda: _provenance(origin, say))
     return {
         "format": 1,
         "target": spec.identity(),
@@ -186,10 +213,18 @@ def evaluate(
         "rounds": inp.rounds,
         "bandit": inp.bandit,
         "baseline_ga": baseline,
+        "provenance": prov,
         "examples": _examples(models),
         "cache": {"hits": cache.hits, "computed": cache.misses},
         "seconds": time.perf_counter() - start,
     }
+
+
+def _provenance(loaded: LoadedModel, say: Report) -> dict[str, Any]:
+    from reveal_release.metrics.provenance import provenance
+
+    say("base model: where its weights come from, how close they sit to each grid")
+    return provenance(loaded)
 
 
 def _baseline(

@@ -9,7 +9,18 @@ from reveal_release.errors import RRError
 from reveal_release.options import at_least, non_negative, open_fraction, option, positive
 
 # The attacks `rr eval` knows, in report order.
-ALL_ATTACKS = ("relearn", "quant-int8", "quant-int4", "rephrase", "jailbreak", "mia")
+ALL_ATTACKS = (
+    "relearn",
+    "relearn-32",
+    "relearn-unrelated",
+    "quant-int8",
+    "quant-int4",
+    "quant-int4-g128",
+    "quant-int4-sym",
+    "rephrase",
+    "jailbreak",
+    "mia",
+)
 
 
 def parse_attacks(value: str) -> tuple[str, ...]:
@@ -44,6 +55,10 @@ class EvalSettings:
     baseline: bool = option(True, "Train the one-shot gradient-ascent baseline for the plot.")
     relearn_samples: int = option(8, "Relearning attack data.", check=at_least(1))
     relearn_steps: int = option(8, "Relearning attack steps.", check=at_least(1))
+    relearn_more_steps: int = option(
+        32, "Steps of the longer relearning attacks (relearn-32, relearn-unrelated).",
+        check=at_least(1),
+    )  # fmt: skip
     relearn_lr: float = option(5e-4, "Relearning attack learning rate.", check=positive())
     mia_members: int = option(64, "Forget samples the MIA scores.", check=at_least(1), cli=False)
     mia_k: float = option(0.2, "min-k% share of tokens.", check=open_fraction(), cli=False)

@@ -39,7 +39,7 @@ def _progress_reporter(bar: Any) -> Any:
             tasks[key] = bar.add_task(f"round {k} {label}", total=kw["total"])
         desc = f"round {k} {kind}"
         if kind == "train":
-            desc += f" (forget {kw['forget']:.3f})"
+            desc += f" (forget {kw.get('forget', kw.get('forget_q', 0.0)):.3f})"
         bar.update(tasks[key], completed=kw["step"], description=desc)
 
     return report

@@ -40,6 +40,18 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
     max_ppl_ratio: float = option(
         1.1, "Utility budget: perplexity at most this x the base's.", check=positive()
     )
+    snap: str = option(
+        "auto",
+        "Hand out the release on the quantisation grid its base sits on (a dequantised GGUF): "
+        "each round's model rounded onto it, error-compensated on the forget sets, so that "
+        "quantising it to that format keeps the forgetting. auto: when the base is on a grid; "
+        "none: never; or a scheme (int4, int4-sym...).",
+    )
+    stop_quant: str = option(
+        "int4-g128",
+        "The target counts as gone only when this quantised copy forgets it too "
+        "(int4, int4-g128, int4-sym, int8; none: off).",
+    )
     # Each round after the first reveals again from the current model.
     reveal_budget: int = option(
         16, "Answers each later round samples to reveal again.", check=at_least(1)
@@ -60,15 +72,19 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
     seed: int = option(0, "Seed of batches, LoRA initialisations and later reveals.")
 
     def __post_init__(self) -> None:
+        from reveal_release.quantizers import scheme
         from reveal_release.release.updates import UPDATES
 
         super().__post_init__()
         UPDATES.get(self.update)
+        for name in (self.stop_quant, self.snap):
+            if name not in ("none", "auto"):
+                scheme(name)
+        if self.stop_quant == "auto":
+            raise RRError("--stop-quant takes a scheme or none, not auto")
         if self.update == "r2f" and not self.decoder:
             raise RRError("--update r2f needs --decoder PATH (make one with `rr r2f fit`)")
 
     def to_json(self) -> dict:
-        """The config as plain JSON (tuples become lists)."""
-        d = asdict(self)
-        d["target_modules"] = list(self.target_modules)
-        return d
+        """The config as plain JSON (tuples become lists, as they come back from a file)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -87,4 +87,11 @@ def export_run(run: RunDir, out: Path, fmt: str) -> dict:
         if base:
             config["base_model_name_or_path"] = base
             atomic_write_json(tmp / "adapter_config.json", config)
-    return {"format": fmt, "path": str(out), "rounds": len(folders), "rank": config["r"]}
+    info = {"format": fmt, "path": str(out), "rounds": len(folders), "rank": config["r"]}
+    grid = (run.read_json("model/rr-model.json") or {}).get("grid")
+    if grid:
+        info["note"] = (
+            f"the adapters are the full-precision release; the merged export is rounded onto "
+            f"the base's {grid} grid, which quantising to that format keeps: deploy that one"
+        )
+    return info

@@ -1,4 +1,5 @@
-"""Measure a model after a round: held-out reveal rate, retain QA accuracy, perplexity."""
+"""Measure a model after a round: held-out reveal rate, retain QA accuracy, perplexity, and the
+same held-out probes on its quantised copy (durability), with the share of codes it changed."""
 
 from __future__ import annotations
 
@@ -38,6 +39,34 @@ def measure(
         "examples": probes.rows,
         "seconds": time.perf_counter() - start,
     }
+
+
+def measure_quantized(
+    loaded: LoadedModel,
+    spec: TargetSpec,
+    judge: Any,
+    scheme: str,
+    base_codes: dict[str, Any] | None,
+    max_new_tokens: int = 64,
+    probe_limit: int = 0,
+) -> dict[str, Any]:
+    """The held-out reveal rate of the model's quantised copy, and the share of its codes that
+    differ from the base model's (the part of the update the quantised model keeps)."""
+    import copy
+
+    from reveal_release.metrics.probes import reveal_rate
+    from reveal_release.quantizers import changed_share, codes_of, quantize_model
+
+    start = time.perf_counter()
+    out: dict[str, Any] = {"quant_scheme": scheme}
+    if base_codes is not None:
+        out["quant_codes_changed"] = changed_share(base_codes, codes_of(loaded.model, scheme))
+    copy_ = copy.deepcopy(loaded.model)
+    quantize_model(copy_, scheme)
+    q = LoadedModel.bare(copy_, loaded.tokenizer)
+    probes = reveal_rate(q, spec, judge, spec.probes(probe_limit), max_new_tokens=max_new_tokens)
+    out.update(quant_reveal_rate=probes.rate, quant_seconds=time.perf_counter() - start)
+    return out
 
 
 def ratios(metrics: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:

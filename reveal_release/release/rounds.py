@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from reveal_release.console import peak_rss_bytes
 from reveal_release.errors import RRError
 from reveal_release.models import LoadedModel
 from reveal_release.release.config import ReleaseConfig
-from reveal_release.release.measure import measure, ratios
+from reveal_release.release.measure import measure, measure_quantized, ratios
 from reveal_release.release.updates import UPDATES, RoundInputs
 from reveal_release.runs import RunDir, relevant, round_dir
 from reveal_release.targets.spec import TargetSpec
@@ -56,14 +57,14 @@ def check_inputs(run: RunDir, spec: TargetSpec, cfg: ReleaseConfig) -> tuple[lis
     return forget, retain
 
 
-def save_model(run: RunDir, loaded: LoadedModel, round_: int) -> None:
-    """Write DIR/model: the merged model with its tokenizer, plain transformers format."""
+def save_model(run: RunDir, loaded: LoadedModel, round_: int, grid: str | None = None) -> None:
+    """Write DIR/model: the merged model with its tokenizer, plain transformers format (and
+    the base's grid it was rounded onto, if any)."""
     with atomic_dir(run.path("model")) as tmp:
         loaded.model.save_pretrained(tmp, safe_serialization=True)
         loaded.tokenizer.save_pretrained(tmp)
-        atomic_write_json(
-            tmp / "rr-model.json", {"round": round_, "base_fingerprint": loaded.fingerprint}
-        )
+        info = {"round": round_, "base_fingerprint": loaded.fingerprint, "grid": grid}
+        atomic_write_json(tmp / "rr-model.json", info)
 
 
 def interference(run: RunDir, k: int, cfg: ReleaseConfig) -> float | None:
@@ -98,10 +99,13 @@ def decide(m: dict[str, Any], cfg: ReleaseConfig, k: int) -> tuple[str, str]:
             f"(min {cfg.min_retain_ratio}), perplexity {m['ppl_ratio']:.2f}x "
             f"(max {cfg.max_ppl_ratio}), held-out reveal rate {rate:.2f}"
         )
-    if rate <= cfg.stop_rate:
-        return "gone", f"target gone: held-out reveal rate {rate:.2f} <= {cfg.stop_rate}"
+    quant = m.get("quant_reveal_rate")
+    if rate <= cfg.stop_rate and (quant is None or quant <= cfg.stop_rate):
+        copy_ = "" if quant is None else f", its {m['quant_scheme']} copy {quant:.2f}"
+        return "gone", f"target gone: held-out reveal rate {rate:.2f}{copy_} <= {cfg.stop_rate}"
     if k >= cfg.rounds:
-        return "rounds", f"{k} rounds done (held-out reveal rate {rate:.2f})"
+        quant_part = "" if quant is None else f", {m['quant_scheme']} copy {quant:.2f}"
+        return "rounds", f"{k} rounds done (held-out reveal rate {rate:.2f}{quant_part})"
     return "", ""
 
 
@@ -119,22 +123,75 @@ class Rounds:
         self.forget0, self.retain = check_inputs(run, spec, cfg)
         self.update = UPDATES.get(cfg.update)
         self.judge = make_judge(spec.judge, **spec.judge_params)
-        self.current = base
+        self.current = base  # M_k in full precision: every round trains on it
         self.earlier_a: list[dict] = []
         self.summary = ReleaseSummary(base={})
+        self.base_codes = None  # the base model's codes under cfg.stop_quant, before any merge
+        self.grid = None  # the scheme whose grid the release keeps (cfg.snap), if any
+        self.grids: dict[str, Any] | None = None  # the base's grid, layer by layer
+        self.rounded: LoadedModel | None = None  # M_k rounded onto that grid (None: stale)
+        self.last_snap: dict[str, Any] = {}
 
     def phase(self, k: int, what: str) -> None:
         """Tell the reporter what round k is doing."""
         self.report("phase", round=k, phase=what)
 
+    def released(self) -> LoadedModel:
+        """The model the release hands out: M_k, or M_k rounded onto the base's grid when the
+        base sits on one (rounded once per round, from the full-precision M_k)."""
+        if self.grids is None or len(self.earlier_a) == 0:
+            return self.current
+        if self.rounded is None:
+            from reveal_release.release.snap import snap
+
+            k = len(self.earlier_a)
+            self.phase(k, f"rounding the merged weights onto the base's {self.grid} grid")
+            model = copy.deepcopy(self.current.model)
+            rows = self.calibration_rows(k)
+            self.last_snap = {"snap": self.grid, **snap(model, self.current.tokenizer,
+                                                        self.grids, rows)}  # fmt: skip
+            self.rounded = dataclasses.replace(self.current, model=model)
+        return self.rounded
+
+    def calibration_rows(self, k: int, limit: int = 96) -> list[dict]:
+        """The forget answers of rounds 1..k, newest first (where the release differs most)."""
+        rows: list[dict] = []
+        for j in range(k, 1, -1):
+            path = f"{round_dir(j)}/forget.jsonl"
+            if self.run.path(path).exists():
+                rows += self.run.read_jsonl(path)
+        return (rows + list(self.forget0))[:limit]
+
     def _measure(self, loaded: LoadedModel) -> dict[str, Any]:
         cfg = self.cfg
-        return measure(
+        m = measure(
             loaded, self.spec, self.judge, cfg.probe_max_new_tokens, cfg.probe_limit, cfg.qa_limit
         )
+        if cfg.stop_quant != "none":
+            m.update(
+                measure_quantized(
+                    loaded, self.spec, self.judge, cfg.stop_quant, self.base_codes,
+                    cfg.probe_max_new_tokens, cfg.probe_limit,
+                )
+            )  # fmt: skip
+        return m
 
     def measure_base(self) -> dict[str, Any]:
-        """The base model's figures, measured once per run."""
+        """The base model's figures, measured once per run (and its grid and codes, each time)."""
+        from reveal_release.release.snap import base_scheme
+
+        if self.cfg.stop_quant != "none":
+            from reveal_release.quantizers import codes_of
+
+            self.base_codes = codes_of(self.current.model, self.cfg.stop_quant)
+        if self.cfg.snap == "auto":
+            self.grid = base_scheme(self.current.model)
+        elif self.cfg.snap != "none":
+            self.grid = self.cfg.snap
+        if self.grid:
+            from reveal_release.release.snap import grids_of
+
+            self.grids = grids_of(self.current.model, self.grid)
         with self.run.stage("release-base") as st:
             if not st.done:
                 self.phase(0, "measuring the base model")
@@ -169,10 +226,11 @@ class Rounds:
             max_new_tokens=cfg.reveal_max_new_tokens,
         )
         warm = "reveal" if k == 2 else f"{round_dir(k - 1)}/reveal"
-        sampler = make_sampler(self.backend, self.current)
+        model = self.released()
+        sampler = make_sampler(self.backend, model)
         try:
             run_reveal(
-                self.current, self.spec, sampler, self.run, rcfg,
+                model, self.spec, sampler, self.run, rcfg,
                 out=f"{round_dir(k)}/reveal", round_=k,
                 warm_start=warm if self.run.path(warm, "state").exists() else None,
                 on_step=lambda name, i, n, pulls: self.report("reveal", round=k, step=i, total=n),
@@ -212,19 +270,23 @@ class Rounds:
         return result
 
     def merge(self, k: int) -> None:
-        """Fold module k into the current model and keep its A for later rounds."""
+        """Fold module k into the full-precision model and keep the module's A for later
+        rounds (the rounded copy, if any, is made again when next needed)."""
         adapter = self.run.path(round_dir(k), "adapter")
         model = apply_adapter(self.current.model, adapter)
         self.current = dataclasses.replace(self.current, model=model)
+        self.rounded = None
         self.earlier_a.append(load_a_matrices(adapter))
 
     def measure_round(
         self, k: int, forget: list, result: TrainResult, base: dict, t0: float
     ) -> dict[str, Any]:
         """Round k's figures, ratios to the base, training record and the stop decision."""
+        released = self.released()
         self.phase(k, "measuring")
-        m = self._measure(self.current)
+        m = self._measure(released)
         m.update(ratios(m, base))
+        m.update(self.last_snap)
         m.update(
             round=k,
             trained=True,
@@ -264,7 +326,7 @@ class Rounds:
         self.run.write_json(f"{round_dir(k)}/metrics.json", m)
         if not m.get("rolled_back"):
             self.phase(k, "saving the merged model")
-            save_model(self.run, self.current, k)
+            save_model(self.run, self.released(), k, self.grid)
         info.update({key: v for key, v in m.items() if key != "examples"})
         return self.record(info)
 

@@ -8,8 +8,8 @@ from reveal_release.console import human_bytes, table
 from reveal_release.runs import RunDir
 
 ROUND_COLUMNS = [
-    "round", "held-out reveal", "retain acc.", "perplexity", "forget set", "steps", "train s",
-    "round s", "peak RSS",
+    "round", "held-out reveal", "quantised copy", "codes changed", "retain acc.", "perplexity",
+    "forget set", "steps", "train s", "round s", "peak RSS",
 ]  # fmt: skip
 
 
@@ -18,12 +18,21 @@ def _short(text: str, n: int = 140) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _quant(m: dict[str, Any]) -> str:
+    rate = m.get("quant_reveal_rate")
+    return "-" if rate is None else f"{rate:.2f} ({m['quant_scheme']})"
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
 def round_rows(base: dict[str, Any], rounds: list[dict[str, Any]]) -> list[tuple]:
     """One row for the base model and one per measured round."""
     rows = [
         (
-            "base", base["heldout_reveal_rate"], base["retain_accuracy"], base["perplexity"],
-            *("-",) * 5,
+            "base", base["heldout_reveal_rate"], _quant(base), "-", base["retain_accuracy"],
+            base["perplexity"], *("-",) * 5,
         )
     ]  # fmt: skip
     for r in rounds:
@@ -31,6 +40,8 @@ def round_rows(base: dict[str, Any], rounds: list[dict[str, Any]]) -> list[tuple
             (
                 f"{r['round']} (rolled back)" if r.get("rolled_back") else r["round"],
                 r["heldout_reveal_rate"],
+                _quant(r),
+                _share(r.get("quant_codes_changed")),
                 r["retain_accuracy"],
                 r["perplexity"],
                 r["forget_size"],
@@ -50,6 +61,7 @@ def before_after(base: dict[str, Any], last: dict[str, Any]) -> None:
         ["metric", "before", f"after round {last['round']}", "after / before"],
         [
             ("held-out reveal rate", base["heldout_reveal_rate"], last["heldout_reveal_rate"], "-"),
+            ("quantised copy's reveal rate", _quant(base), _quant(last), "-"),
             ("retain accuracy", base["retain_accuracy"], last["retain_accuracy"],
              last["retain_ratio"]),
             ("perplexity", base["perplexity"], last["perplexity"], last["ppl_ratio"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reveal_release.errors import RRError
 from reveal_release.options import (
     at_least,
     between,
@@ -14,6 +15,12 @@ from reveal_release.options import (
     positive,
 )
 from reveal_release.options import validate as validate_fields
+
+
+def parse_schemes(text: str) -> tuple[str, ...]:
+    """'none' -> (); 'int4, int4-g128' -> ('int4', 'int4-g128')."""
+    return () if text.strip().lower() in ("", "none", "off") else comma_list(text)
+
 
 DEFAULT_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -65,6 +72,11 @@ class OptimConfig:
     patience: int = option(
         2, "Steps the forget loss must stay under --converge.", check=at_least(1), cli=False
     )
+    # Fan et al. (ICML 2025, arXiv 2502.05374): SAM on the forget loss resists relearning.
+    sam_rho: float = option(
+        0.0, "SAM radius on the forget loss: its gradient is taken at theta + rho g/|g| (0: off).",
+        check=non_negative(),
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -79,10 +91,30 @@ class ObjectiveConfig:
     retain_weight: float = option(1.0, "Weight a of the retain loss.", check=non_negative())
     beta: float = option(0.1, "NPO / SimNPO beta.", check=positive())
     gamma: float = option(0.0, "SimNPO reward margin.", check=non_negative(), cli=False)
+    qat: tuple[str, ...] = option(
+        (),
+        "Quantisation-aware: the losses also on the fake-quantised merged weights, one scheme "
+        "per step in turn (int4, int4-g128, int4-sym, int8; none: off).",
+        parse=parse_schemes,
+        show=lambda v: ",".join(v) or "none",
+    )
+    qat_weight: float = option(
+        1.0, "Weight of the quantised losses against the full-precision ones.", check=positive()
+    )
+    fp_weight: float = option(
+        1.0,
+        "Weight of the full-precision losses (0 with --qat: train the quantised model alone).",
+        check=non_negative(),
+    )
 
     def __post_init__(self) -> None:
+        from reveal_release.quantizers import scheme
         from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
 
         validate_fields(self)
         FORGET_LOSSES.get(self.loss)
         RETAIN_LOSSES.get(self.retain_loss)
+        for name in self.qat:
+            scheme(name)
+        if self.fp_weight == 0 and not self.qat:
+            raise RRError("--fp-weight 0 leaves no loss without --qat: give a --qat scheme")

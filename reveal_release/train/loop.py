@@ -22,7 +22,7 @@ from reveal_release.train.lora import trainable
 # A retain loss this many times its first value (and 2 nats above it) counts as exploding.
 EXPLODE_FACTOR = 10.0
 
-StepTerms = Callable[[int], dict[str, Any]]
+StepTerms = Callable[..., dict[str, Any]]  # (step, only=None) -> {term name: scalar tensor}
 OnStep = Callable[[int, dict], None]
 
 
@@ -45,8 +45,9 @@ def converged(history: Sequence[dict], cfg: OptimConfig) -> bool:
     """The forget loss stayed under cfg.converge x its first value for cfg.patience steps."""
     if cfg.converge <= 0 or len(history) < cfg.patience + 1:
         return False
-    first = history[0]["forget"]
-    return first > 0 and all(h["forget"] < cfg.converge * first for h in history[-cfg.patience :])
+    key = "forget" if "forget" in history[0] else "forget_q"
+    first = history[0][key]
+    return first > 0 and all(h[key] < cfg.converge * first for h in history[-cfg.patience :])
 
 
 class _Guard:
@@ -82,14 +83,12 @@ def _restore(params: Mapping[str, Any], snap: Mapping[str, Any]) -> None:
             p.copy_(snap[n])
 
 
-def _backward_and_step(
-    params: Mapping[str, Any], optimizer: Any, loss: Any, max_norm: float, step: int
+def _clip_and_step(
+    params: Mapping[str, Any], optimizer: Any, max_norm: float, step: int
 ) -> tuple[float, str | None]:
     """One AdamW update with clipping; (gradient norm, why it stopped or None)."""
     import torch
 
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
     norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()), max_norm))
     if not math.isfinite(norm):
         return norm, f"non-finite gradient at step {step + 1}"
@@ -97,6 +96,40 @@ def _backward_and_step(
     if not all(torch.isfinite(p).all() for p in params.values()):
         return norm, f"non-finite weights after step {step + 1}"
     return norm, None
+
+
+def sam_gradients(
+    params: Mapping[str, Any],
+    step_terms: StepTerms,
+    terms: Mapping[str, Any],
+    weights: Mapping[str, float],
+    step: int,
+    rho: float,
+    sharp: tuple[str, ...],
+) -> None:
+    """Accumulate into .grad: the `sharp` terms' gradient at theta + rho g/|g| (SAM, Foret et
+    al. 2021, applied to the forget loss as Fan et al. 2025 do) and the others' at theta."""
+    import torch
+
+    plist = list(params.values())
+    rest = [weights[k] * v for k, v in terms.items() if k not in sharp]
+    if rest and any(t.requires_grad for t in rest):
+        sum(rest).backward()
+    flat = sum(weights[k] * v for k, v in terms.items() if k in sharp)
+    grads = torch.autograd.grad(flat, plist, allow_unused=True)
+    norm = torch.sqrt(sum((g**2).sum() for g in grads if g is not None)).clamp(min=1e-12)
+    saved = [p.detach().clone() for p in plist]
+    with torch.no_grad():
+        for p, g in zip(plist, grads, strict=True):
+            if g is not None:
+                p.add_(rho * g / norm)
+    try:
+        moved = step_terms(step, only=sharp)
+        sum(weights[k] * v for k, v in moved.items()).backward()
+    finally:
+        with torch.no_grad():
+            for p, s in zip(plist, saved, strict=True):
+                p.copy_(s)  # exactly the weights before the perturbation
 
 
 def run_steps(
@@ -109,8 +142,13 @@ def run_steps(
     on_step: OnStep | None = None,
     bounded: bool = False,
     explode_key: str = "retain",
+    sharp: tuple[str, ...] = ("forget",),
 ) -> TrainResult:
-    """cfg.steps AdamW steps on the model's trainable parameters; resumable from state_path."""
+    """cfg.steps AdamW steps on the model's trainable parameters; resumable from state_path.
+
+    With cfg.sam_rho > 0 the `sharp` terms' gradients are taken SAM's way (sam_gradients);
+    step_terms must then accept `only=` (the terms to compute).
+    """
     import torch
 
     start = time.perf_counter()
@@ -129,7 +167,12 @@ def run_steps(
             kept = max(step - 1, step0)  # theta_step is broken: back to the weights before
             break
         good = _snapshot(params)
-        norm, stopped = _backward_and_step(params, optimizer, loss, cfg.max_grad_norm, step)
+        optimizer.zero_grad(set_to_none=True)
+        if cfg.sam_rho > 0:
+            sam_gradients(params, step_terms, terms, weights, step, cfg.sam_rho, sharp)
+        else:
+            loss.backward()
+        norm, stopped = _clip_and_step(params, optimizer, cfg.max_grad_norm, step)
         if stopped:
             kept = step
             break

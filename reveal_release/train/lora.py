@@ -71,6 +71,11 @@ def a_matrices(peft_model: Any) -> dict[str, Any]:
     return {name: mod.lora_A[ADAPTER].weight for name, mod in lora_layers(peft_model).items()}
 
 
+def merged_delta(layer: Any) -> Any:
+    """The update s B A an adapted layer adds to its weight (as merging would add it)."""
+    return layer.get_delta_weight(ADAPTER)
+
+
 def set_factors(peft_model: Any, factors: Mapping[str, tuple[Any, Any]]) -> None:
     """Copy (A, B) pairs, keyed by plain module path, into the attached module."""
     import torch

@@ -25,7 +25,12 @@ def reference_logps(model: Any, examples: Sequence[Example], pad_id: int, batch_
 
 
 class UnlearnObjective:
-    """The forget and retain terms of a PEFT model's step; batches are a function of the step."""
+    """The forget and retain terms of a PEFT model's step; batches are a function of the step.
+
+    With `cfg.qat` it adds the same terms on the fake-quantised merged weights ("forget_q",
+    "retain_q"), one scheme per step in turn; references are computed once, adapter off, in
+    full precision, and serve both.
+    """
 
     def __init__(
         self,
@@ -55,19 +60,53 @@ class UnlearnObjective:
     @property
     def weights(self) -> dict[str, float]:
         """The weight of each term in the summed loss."""
-        return {"forget": 1.0, "retain": self.cfg.retain_weight}
+        q, fp, a = self.cfg.qat_weight, self.cfg.fp_weight, self.cfg.retain_weight
+        return {"forget": fp, "retain": fp * a, "forget_q": q, "retain_q": q * a}
+
+    @property
+    def forget_keys(self) -> tuple[str, ...]:
+        """The names of the forget terms (what SAM perturbs for)."""
+        return tuple(k for k in ("forget", "forget_q") if k in self.active)
+
+    @property
+    def active(self) -> set[str]:
+        """The terms this objective computes."""
+        keys = {"forget", "retain"} if self.cfg.fp_weight > 0 else set()
+        return keys | ({"forget_q", "retain_q"} if self.cfg.qat else set())
+
+    @property
+    def explode_key(self) -> str:
+        """The retain term whose explosion stops training (the quantised one if it is alone)."""
+        return "retain" if "retain" in self.active else "retain_q"
 
     def _batch(self, examples: Sequence[Example], seed: int, step: int) -> tuple[list, dict]:
         idx = batch_indices(len(examples), self.batch_size, seed, step)
         return idx, collate([examples[i] for i in idx], self.pad, self.model.device)
 
-    def terms(self, step: int) -> dict[str, Any]:
-        """{"forget": ..., "retain": ...} at this step (retain only when it is used)."""
-        idx, batch = self._batch(self.forget, self.forget_seed, step)
+    def _forget(self, batch: dict, idx: list) -> Any:
         logp, n = sequence_logps(self.model, batch)
         ref = self.ref[idx] if self.ref is not None else None
-        out = {"forget": self.forget_loss(logp, n, ref, self.cfg)}
-        if self.use_retain:
-            _, batch = self._batch(self.retain, self.retain_seed, step)
-            out["retain"] = self.retain_loss(self.model, batch, self.cfg)
+        return self.forget_loss(logp, n, ref, self.cfg)
+
+    def terms(self, step: int, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The step's terms by name (retain ones only when used; `only`: just those)."""
+        from reveal_release.train.fake_quant import fake_quantized
+
+        want = set(only) if only is not None else self.active
+        idx, forget = self._batch(self.forget, self.forget_seed, step)
+        retain, ref = None, None
+        if self.use_retain and want & {"retain", "retain_q"}:
+            _, retain = self._batch(self.retain, self.retain_seed, step)
+            ref = self.retain_loss.reference(self.model, retain)
+        out = {}
+        if "forget" in want:
+            out["forget"] = self._forget(forget, idx)
+        if retain is not None and "retain" in want:
+            out["retain"] = self.retain_loss(self.model, retain, self.cfg, ref)
+        if self.cfg.qat and want & {"forget_q", "retain_q"}:
+            with fake_quantized(self.model, self.cfg.qat[step % len(self.cfg.qat)]):
+                if "forget_q" in want:
+                    out["forget_q"] = self._forget(forget, idx)
+                if retain is not None and "retain_q" in want:
+                    out["retain_q"] = self.retain_loss(self.model, retain, self.cfg, ref)
         return out

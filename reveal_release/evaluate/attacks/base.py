@@ -21,7 +21,7 @@ class AttackSkipped(Exception):
 
 @dataclass
 class AttackContext:
-    """What every attack may use; `base` and `forget_rows` can be missing (model-only eval)."""
+    """What every attack may use; `base` and the run's sets can be missing (model-only eval)."""
 
     spec: TargetSpec
     judge: Any
@@ -29,6 +29,7 @@ class AttackContext:
     forget_rows: list[dict]
     settings: dict[str, Any]
     base: LoadedModel | None = None
+    retain_rows: list[dict] = field(default_factory=list)
     cached: Callable[[str, Callable[[], Any]], Any] = field(default=lambda key, fn: fn())
 
 
@@ -38,6 +39,7 @@ class Attack(ABC):
     description = ""
     on_base = False  # also run on the base model, as the before figure
     uses_forget = False  # its figures depend on the run's forget set
+    uses_retain = False  # ... or on its retain set
 
     @abstractmethod
     def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:

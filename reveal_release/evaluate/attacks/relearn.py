@@ -49,23 +49,21 @@ def relearn(loaded: LoadedModel, rows: list[dict], steps: int, lr: float, seed: 
     return work, result.history
 
 
-@ATTACKS.register("relearn")
-class Relearn(Attack):
-    """LoRA fine-tuning (next-token loss) on a few forget samples, then the held-out probes."""
+class _Relearn(Attack):
+    """LoRA fine-tuning (next-token loss) of a copy, then the held-out probes."""
 
-    description = "a few LoRA fine-tuning steps on a few forget samples"
-    uses_forget = True
+    steps_setting = "relearn_steps"
+
+    def rows(self, ctx: AttackContext) -> list[dict]:
+        """The attacker's data."""
+        return relearn_rows(ctx)
 
     def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:
         """Held-out reveal rate after the attacker's fine-tuning of a copy."""
-        rows = relearn_rows(ctx)
-        if not rows:
-            raise AttackSkipped(
-                "no forget samples to relearn from: evaluate a run (rr eval --run DIR)"
-            )
-        s = ctx.settings
+        rows = self.rows(ctx)
+        s, steps = ctx.settings, ctx.settings[self.steps_setting]
         start = time.perf_counter()
-        work, history = relearn(loaded, rows, s["relearn_steps"], s["relearn_lr"], s["seed"])
+        work, history = relearn(loaded, rows, steps, s["relearn_lr"], s["seed"])
         probes = reveal_rate(
             work, ctx.spec, ctx.judge, ctx.probes, max_new_tokens=s["max_new_tokens"]
         )
@@ -73,10 +71,60 @@ class Relearn(Attack):
             "reveal_rate": probes.rate,
             "n": probes.n,
             "samples": len(rows),
-            "steps": s["relearn_steps"],
+            "steps": steps,
             "lr": s["relearn_lr"],
             "loss_first": history[0]["nll"],
             "loss_last": history[-1]["nll"],
             "train_seconds": time.perf_counter() - start,
             "examples": probes.rows[:2],
         }
+
+
+def _need_forget(rows: list[dict]) -> list[dict]:
+    if not rows:
+        raise AttackSkipped("no forget samples to relearn from: evaluate a run (rr eval --run DIR)")
+    return rows
+
+
+@ATTACKS.register("relearn")
+class Relearn(_Relearn):
+    """A few steps on a few forget samples (--relearn-steps, 8)."""
+
+    description = "a few LoRA fine-tuning steps on a few forget samples"
+    uses_forget = True
+
+    def rows(self, ctx: AttackContext) -> list[dict]:
+        """The most relevant forget samples."""
+        return _need_forget(relearn_rows(ctx))
+
+
+@ATTACKS.register("relearn-32")
+class RelearnMore(_Relearn):
+    """More steps on the same forget samples (--relearn-more-steps, 32)."""
+
+    description = "more LoRA fine-tuning steps on the same forget samples"
+    uses_forget = True
+    steps_setting = "relearn_more_steps"
+
+    def rows(self, ctx: AttackContext) -> list[dict]:
+        """The most relevant forget samples."""
+        return _need_forget(relearn_rows(ctx))
+
+
+@ATTACKS.register("relearn-unrelated")
+class RelearnUnrelated(_Relearn):
+    """Fine-tuning on data that is not the target (the run's retain answers): Lucki et al. and
+    Deeb & Roger found that even unrelated data brings back much of what was removed."""
+
+    description = "LoRA fine-tuning on unrelated text (the run's retain answers), no forget data"
+    uses_retain = True
+    steps_setting = "relearn_more_steps"
+
+    def rows(self, ctx: AttackContext) -> list[dict]:
+        """As many retain answers as the other relearning attacks take forget samples."""
+        rows = [r for r in ctx.retain_rows if r.get("response", "").strip()]
+        if not rows:
+            raise AttackSkipped(
+                "no retain answers to fine-tune on: evaluate a run (rr eval --run DIR)"
+            )
+        return rows[: ctx.settings["relearn_samples"]]

@@ -32,8 +32,10 @@ def train_module(
     objective = UnlearnObjective(peft_model, tokenizer, forget, retain, cfg, cfg, stream)
     params = trainable(peft_model)
 
-    def terms(step: int) -> dict:
-        out = objective.terms(step)
+    def terms(step: int, only: tuple[str, ...] | None = None) -> dict:
+        out = objective.terms(step, only)
+        if only is not None:  # SAM's second pass: the forget terms alone
+            return out
         if cfg.orth_weight > 0 and earlier_a:
             out["orth"] = orth_penalty(a_matrices(peft_model), earlier_a)
         if cfg.l2_weight > 0:
@@ -43,7 +45,8 @@ def train_module(
     weights = {**objective.weights, "orth": cfg.orth_weight, "l2": cfg.l2_weight}
     return run_steps(
         peft_model, terms, weights, cfg, state_path=state_path, on_step=on_step,
-        bounded=objective.forget_loss.bounded,
+        bounded=objective.forget_loss.bounded, sharp=objective.forget_keys,
+        explode_key=objective.explode_key,
     )  # fmt: skip
 
 

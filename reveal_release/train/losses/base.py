@@ -3,7 +3,8 @@
 Forget losses see per-sequence log-probabilities of the forget answers under the model being
 trained (`logp`, summed over answer tokens), their token counts `n`, and the same sums under
 the reference model (`ref_logp`: the same weights with the adapter off), never the model.
-Retain losses see the model and a batch of retain sequences.
+Retain losses see the model and a batch of retain sequences, and what their reference()
+computed on the batch beforehand (so a quantisation-aware pass can reuse it).
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ class ForgetLoss(ABC):
 class RetainLoss(ABC):
     """A retain objective over a batch of retain sequences."""
 
+    def reference(self, model: Any, batch: dict) -> Any:
+        """What the loss compares against, computed with the adapter off (None: nothing)."""
+        return None
+
     @abstractmethod
-    def __call__(self, model: Any, batch: dict, cfg: Any) -> Any:
-        """The loss to minimise (a scalar tensor)."""
+    def __call__(self, model: Any, batch: dict, cfg: Any, ref: Any = None) -> Any:
+        """The loss to minimise (a scalar tensor); `ref` is what reference() gave."""
 
 
 FORGET_LOSSES: Registry[type[ForgetLoss]] = Registry("forget loss")

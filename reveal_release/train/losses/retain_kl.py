@@ -10,13 +10,23 @@ from reveal_release.train.losses.base import RETAIN_LOSSES, RetainLoss
 class RetainKL(RetainLoss):
     """Hold the whole next-token distribution on retain answers, not only the sampled token."""
 
-    def __call__(self, model, batch, cfg):
+    def reference(self, model, batch):
+        """The adapter-off model's next-token log-probs on the answer positions."""
         import torch
         import torch.nn.functional as F
 
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        mask = batch["labels"][:, 1:] != IGNORE
         with torch.no_grad(), model.disable_adapter():
-            ref = F.log_softmax(model(**inputs).logits[:, :-1].float(), -1)[mask]
-        cur = F.log_softmax(model(**inputs).logits[:, :-1].float(), -1)[mask]
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            return F.log_softmax(logits.logits[:, :-1].float(), -1)[_answers(batch)]
+
+    def __call__(self, model, batch, cfg, ref=None):
+        import torch.nn.functional as F
+
+        ref = self.reference(model, batch) if ref is None else ref
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        cur = F.log_softmax(logits.logits[:, :-1].float(), -1)[_answers(batch)]
         return F.kl_div(cur, ref, log_target=True, reduction="batchmean")
+
+
+def _answers(batch: dict):
+    return batch["labels"][:, 1:] != IGNORE

@@ -10,6 +10,6 @@ from reveal_release.train.losses.base import RETAIN_LOSSES, RetainLoss
 class RetainNLL(RetainLoss):
     """Mean token NLL of the retain answers."""
 
-    def __call__(self, model, batch, cfg):
+    def __call__(self, model, batch, cfg, ref=None):
         logp, n = sequence_logps(model, batch)
         return -logp.sum() / n.sum().clamp(min=1)
