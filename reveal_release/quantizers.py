@@ -47,7 +47,7 @@ def scheme(name: str) -> Scheme:
     return SCHEMES[name]
 
 
-def _blocks(w: Any, s: Scheme) -> list[Any]:
+def column_groups(w: Any, s: Scheme) -> list[Any]:
     """w's columns as groups: (rows, groups, size) blocks; a width the group size does not
     divide ends in one shorter group (as 576 = 4 x 128 + 64 does)."""
     x = w.float()
@@ -60,7 +60,8 @@ def _blocks(w: Any, s: Scheme) -> list[Any]:
     return blocks
 
 
-def _codes(g: Any, s: Scheme) -> tuple[Any, Any, Any]:
+def group_codes(g: Any, s: Scheme) -> tuple[Any, Any, Any]:
+    """Codes, scale and offset of (rows, groups, size) blocks (scale and offset per group)."""
     import torch
 
     if s.symmetric:
@@ -79,7 +80,7 @@ def quantize_codes(w: Any, s: Scheme) -> Any:
     import torch
 
     rows = w.shape[0]
-    return torch.cat([_codes(g, s)[0].reshape(rows, -1) for g in _blocks(w, s)], dim=1)
+    return torch.cat([group_codes(g, s)[0].reshape(rows, -1) for g in column_groups(w, s)], dim=1)
 
 
 def quantize_tensor(w: Any, s: Scheme | str) -> Any:
@@ -89,8 +90,8 @@ def quantize_tensor(w: Any, s: Scheme | str) -> Any:
     s = scheme(s) if isinstance(s, str) else s
     rows = w.shape[0]
     parts = []
-    for g in _blocks(w, s):
-        codes, scale, offset = _codes(g, s)
+    for g in column_groups(w, s):
+        codes, scale, offset = group_codes(g, s)
         parts.append((codes * scale + offset).reshape(rows, -1))
     return torch.cat(parts, dim=1).to(w.dtype)
 
@@ -99,8 +100,8 @@ def on_grid_share(w: Any, s: Scheme | str, rtol: float = 1e-3) -> float:
     """The share of weights the scheme maps to themselves (within rtol of a grid step)."""
     s = scheme(s) if isinstance(s, str) else s
     hits = total = 0
-    for g in _blocks(w, s):
-        codes, scale, offset = _codes(g, s)
+    for g in column_groups(w, s):
+        codes, scale, offset = group_codes(g, s)
         err = (codes * scale + offset - g).abs() / scale
         hits += int((err <= rtol).sum())
         total += g.numel()

@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reveal_release.quantizers import SCHEMES, Scheme, _blocks, _codes, on_grid_share, quantizable
+from reveal_release.quantizers import (
+    SCHEMES,
+    Scheme,
+    column_groups,
+    group_codes,
+    on_grid_share,
+    quantizable,
+)
 
 GRID_SHARE = 0.99  # a base this much on a scheme's grid counts as sitting on it
 PREFERRED = ("int4", "int4-sym", "int4-g128", "int8")  # finest grids first
@@ -63,8 +70,8 @@ def layer_grid(w: Any, s: Scheme) -> LayerGrid:
 
     scales, offsets, groups, cols_, vals = [], [], [], [], []
     start = n_groups = 0
-    for g in _blocks(w, s):
-        _, scale, offset = _codes(g, s)
+    for g in column_groups(w, s):
+        _, scale, offset = group_codes(g, s)
         count, size = g.shape[1], g.shape[2]
         scales.append(scale[..., 0])
         offsets.append(offset[..., 0])

@@ -55,8 +55,13 @@ class _Relearn(Attack):
     steps_setting = "relearn_steps"
 
     def rows(self, ctx: AttackContext) -> list[dict]:
-        """The attacker's data."""
-        return relearn_rows(ctx)
+        """The attacker's data: the most relevant forget samples."""
+        rows = relearn_rows(ctx)
+        if not rows:
+            raise AttackSkipped(
+                "no forget samples to relearn from: evaluate a run (rr eval --run DIR)"
+            )
+        return rows
 
     def run(self, ctx: AttackContext, loaded: LoadedModel) -> dict[str, Any]:
         """Held-out reveal rate after the attacker's fine-tuning of a copy."""
@@ -80,12 +85,6 @@ class _Relearn(Attack):
         }
 
 
-def _need_forget(rows: list[dict]) -> list[dict]:
-    if not rows:
-        raise AttackSkipped("no forget samples to relearn from: evaluate a run (rr eval --run DIR)")
-    return rows
-
-
 @ATTACKS.register("relearn")
 class Relearn(_Relearn):
     """A few steps on a few forget samples (--relearn-steps, 8)."""
@@ -93,22 +92,13 @@ class Relearn(_Relearn):
     description = "a few LoRA fine-tuning steps on a few forget samples"
     uses_forget = True
 
-    def rows(self, ctx: AttackContext) -> list[dict]:
-        """The most relevant forget samples."""
-        return _need_forget(relearn_rows(ctx))
-
 
 @ATTACKS.register("relearn-32")
-class RelearnMore(_Relearn):
+class RelearnMore(Relearn):
     """More steps on the same forget samples (--relearn-more-steps, 32)."""
 
     description = "more LoRA fine-tuning steps on the same forget samples"
-    uses_forget = True
     steps_setting = "relearn_more_steps"
-
-    def rows(self, ctx: AttackContext) -> list[dict]:
-        """The most relevant forget samples."""
-        return _need_forget(relearn_rows(ctx))
 
 
 @ATTACKS.register("relearn-unrelated")
