@@ -1,13 +1,18 @@
-"""Time and peak memory of one R2F update against one full-backprop AdamW update, side by side.
+"""Time and peak memory of one update: full backprop + AdamW, LoRA + AdamW and R2F, side by side.
 
     .venv/bin/python benchmarks/r2f_update_cost.py --decoder decoders/smollm2 \
         --models smollm2-135m,llama-400m
+    # on a GPU (random-init Llama shapes, bf16; a tokenizer folder instead of the embedded model):
+    python3 benchmarks/r2f_update_cost.py --decoder DEC --device cuda --tokens 256 \
+        --tokenizer TOKDIR --models llama-1b,llama-3b,llama-8b
 
 Each (model, method) runs in its own subprocess so its peak RSS (or CUDA peak memory) is its
 own. `smollm2-135m` is the embedded model; `llama-<N>m` / `llama-<N>b` is a random-init Llama
-built from a config (speed and memory do not depend on the weights). One update: batch 4 x 128
-tokens; full = forward, backward, AdamW step on every weight; R2F = the decoder's views of LoRA
-sketches (no weight gradients), decode every adapted layer, and the normalised step.
+built from a config (speed and memory do not depend on the weights), on the device itself, in
+bf16 on CUDA. One update: batch 4 x `--tokens` tokens; full = forward, backward, AdamW step on
+every weight; lora = the same with a rank-8 LoRA module on every projection (the release's
+default shape), AdamW on the module only; R2F = the decoder's views of LoRA sketches (no weight
+gradients), decode every adapted layer, and the normalised step.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 SIZES = {  # hidden, intermediate, layers, heads, kv heads
+    "llama-tiny": (64, 128, 2, 4, 2),  # a dry run of the benchmark itself
     "llama-400m": (1024, 2816, 24, 16, 4),
     "llama-1b": (2048, 5632, 16, 32, 8),
     "llama-3b": (3072, 8192, 28, 24, 8),
@@ -26,25 +33,36 @@ SIZES = {  # hidden, intermediate, layers, heads, kv heads
 }
 
 
-def build(name: str, device: str):
+def build(name: str, device: str, tokenizer: str | None):
     """(model, tokenizer) for an embedded alias or a random-init Llama of a named size."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from reveal_release.models import load_model
+    from reveal_release.models import load_model, prepare_tokenizer
 
-    emb = load_model("smollm2-135m", device=device)
     if name == "smollm2-135m":
+        emb = load_model("smollm2-135m", device=device)
         return emb.model, emb.tokenizer
+    if tokenizer:
+        tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer))
+    else:
+        tok = load_model("smollm2-135m", device="cpu").tokenizer
     h, i, n, heads, kv = SIZES[name]
-    cfg = LlamaConfig(vocab_size=len(emb.tokenizer), hidden_size=h, intermediate_size=i,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=h, intermediate_size=i,
                       num_hidden_layers=n, num_attention_heads=heads, num_key_value_heads=kv,
                       tie_word_embeddings=False)  # fmt: skip
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return LlamaForCausalLM(cfg).to(device=device, dtype=dtype), emb.tokenizer
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):  # built where it runs: no host copy of an 8B model
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(old)
+    return model, tok
 
 
-def one(name: str, method: str, decoder: str, device: str, repeats: int) -> dict:
+def one(name: str, method: str, a: argparse.Namespace) -> dict:
     """Run `repeats` updates of one method on one model; seconds per update and peak memory."""
     import torch
 
@@ -55,14 +73,20 @@ def one(name: str, method: str, decoder: str, device: str, repeats: int) -> dict
     from reveal_release.train.config import DEFAULT_MODULES
     from reveal_release.train.data import collate, encode
 
-    model, tok = build(name, device)
-    text = "def add(a, b):\n    return a + b\n" * 12
-    batch = collate([encode(tok, f"Write code {i}.", text, 128) for i in range(4)],
+    decoder, device, repeats = a.decoder, a.device, a.repeats
+    model, tok = build(name, device, a.tokenizer)
+    text = "def add(a, b):\n    return a + b\n" * (a.tokens // 8)
+    batch = collate([encode(tok, f"Write code {i}.", text, a.tokens) for i in range(4)],
                     tok.pad_token_id, device)  # fmt: skip
     times = []
-    if method == "full":
+    if method in ("full", "lora"):
+        if method == "lora":
+            from reveal_release.train.config import LoraSpec
+            from reveal_release.train.lora import attach_lora
+
+            model = attach_lora(model, LoraSpec(), seed=0)
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         for _ in range(repeats + 1):
             t = time.perf_counter()
             loss = model(**batch).loss
@@ -89,8 +113,18 @@ def one(name: str, method: str, decoder: str, device: str, repeats: int) -> dict
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)  # fmt: skip
     peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else peak_rss_bytes()
-    return {"model": name, "method": method, "s_per_update": sum(times[1:]) / repeats,
-            "peak_bytes": peak, "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
+    params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+    return {
+        "model": name,
+        "method": method,
+        "s_per_update": sum(times[1:]) / repeats,
+        "peak_bytes": peak,
+        "params": params,
+        "tokens": int(batch["attention_mask"].sum()),
+    }
+
+
+METHODS = ("full", "lora", "r2f")
 
 
 def main() -> None:
@@ -98,38 +132,71 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--decoder", required=True)
     ap.add_argument("--models", default="smollm2-135m,llama-400m")
+    ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=128, help="tokens per sequence (batch of 4)")
+    ap.add_argument("--tokenizer", help="a tokenizer folder (default: the embedded model's)")
+    ap.add_argument("--timeout", type=int, default=900, help="seconds per (model, method)")
+    ap.add_argument("--json", help="write the results here")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(a.one[0], a.one[1], a.decoder, a.device, a.repeats)))
+        print(json.dumps(one(a.one[0], a.one[1], a)))
         return
     from reveal_release.console import human_bytes, table
 
-    rows = []
+    methods = a.methods.split(",")
+    rows, results = [], []
     for name in a.models.split(","):
         res = {}
-        for method in ("full", "r2f"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--decoder", a.decoder, "--device", a.device,
-                 "--repeats", str(a.repeats), "--one", name, method],
-                capture_output=True, text=True,
-            )  # fmt: skip
+        for method in methods:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--decoder",
+                a.decoder,
+                "--device",
+                a.device,
+                "--repeats",
+                str(a.repeats),
+                "--tokens",
+                str(a.tokens),
+                "--one",
+                name,
+                method,
+            ]
+            cmd += ["--tokenizer", a.tokenizer] if a.tokenizer else []  # fmt: skip
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+            except subprocess.TimeoutExpired:
+                print(f"{name} {method}: over {a.timeout} s", flush=True)
+                continue
             if out.returncode != 0:
-                res[method] = None
-                print(f"{name} {method}: failed: {out.stderr.strip().splitlines()[-1]}")
+                last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+                print(f"{name} {method}: failed: {last}", flush=True)
                 continue
             res[method] = json.loads(out.stdout.strip().splitlines()[-1])
-        if res.get("full") and res.get("r2f"):
-            f, r = res["full"], res["r2f"]
-            rows.append([name, f"{f['params'] / 1e6:.0f}M", f"{f['s_per_update']:.2f}",
-                         f"{r['s_per_update']:.2f}", f"{r['s_per_update'] / f['s_per_update']:.2f}",
-                         human_bytes(f["peak_bytes"]), human_bytes(r["peak_bytes"]),
-                         f"{r['peak_bytes'] / f['peak_bytes']:.2f}"])  # fmt: skip
-    table(f"one update on {a.device}: full backprop + AdamW vs R2F",
-          ["model", "params", "full s", "r2f s", "r2f/full time", "full peak", "r2f peak",
-           "r2f/full memory"], rows)  # fmt: skip
+            results.append(res[method])
+            print(json.dumps(res[method]), flush=True)
+        full = res.get("full")
+        row = [name, f"{next(iter(res.values()))['params'] / 1e6:.0f}M" if res else "-"]
+        for method in methods:
+            r = res.get(method)
+            row += [f"{r['s_per_update']:.3f}" if r else "-", human_bytes(r and r["peak_bytes"])]
+            if method != "full":
+                both = r and full
+                row += [f"{r['s_per_update'] / full['s_per_update']:.2f}" if both else "-",
+                        f"{r['peak_bytes'] / full['peak_bytes']:.2f}" if both else "-"]  # fmt: skip
+        rows.append(row)
+    cols = ["model", "params"]
+    for method in methods:
+        cols += [f"{method} s", f"{method} peak"]
+        cols += [f"{method}/full time", f"{method}/full mem"] if method != "full" else []
+    title = f"one update on {a.device}, batch 4 x {a.tokens} tokens: time and peak memory"
+    table(title, cols, rows)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"device": a.device, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -189,12 +189,16 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
-def _torch_dtype(device: str, dtype: str | None) -> Any:
-    """The dtype asked for, else bf16 on a CUDA device that has it, else float32."""
+def load_dtype(device: str, dtype: str | None, kind: str = "folder") -> Any:
+    """The dtype asked for, else float32 for a dequantised GGUF (its weights sit exactly on its
+    quantisation grid only in fp32, and the release keeps that grid), else bf16 on a CUDA device
+    that has it, else float32."""
     import torch
 
     if dtype is not None:
         return getattr(torch, dtype)
+    if kind in ("embedded", "gguf"):
+        return torch.float32
     use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     return torch.bfloat16 if use_bf16 else torch.float32
 
@@ -241,7 +245,7 @@ def load_model(
         folder = source.folder if source.kind == "folder" else _hub_folder(source.spec)
         fingerprint = _folder_fingerprint(folder)
     device = pick_device(device)
-    torch_dtype = _torch_dtype(device, dtype)
+    torch_dtype = load_dtype(device, dtype, source.kind)
     try:
         model, tokenizer = _from_folder(folder, torch_dtype, trust_remote_code)
     except Exception as exc:  # noqa: BLE001

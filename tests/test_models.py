@@ -117,3 +117,15 @@ def test_corrupt_cache_entry_is_rebuilt(embedded, tmp_path: Path, monkeypatch: p
     with open(weights, "r+b") as f:
         f.truncate(1000)
     assert not entry.is_complete()
+
+
+def test_a_dequantised_gguf_loads_in_fp32_even_on_cuda():
+    """bf16 would move every weight of a dequantised GGUF off its grid (the release keeps it)."""
+    import torch
+
+    from reveal_release.models import load_dtype
+
+    assert load_dtype("cuda", None, "gguf") is torch.float32
+    assert load_dtype("cuda", None, "embedded") is torch.float32
+    assert load_dtype("cpu", None, "folder") is torch.float32
+    assert load_dtype("cuda", "bfloat16", "gguf") is torch.bfloat16

@@ -32,7 +32,7 @@ def analytic(sketches: Sequence[Any], a_mats: Sequence[Any]) -> Any:
     """Unbiased baseline: mean over views of S_v A_v / (r sigma^2), sigma^2 from A itself."""
     r, d_in = a_mats[0].shape
     sigma2 = sum(float((a**2).mean()) for a in a_mats) / len(a_mats)
-    total = sum(s @ a for s, a in zip(sketches, a_mats, strict=True))
+    total = sum(s @ a.to(s.device) for s, a in zip(sketches, a_mats, strict=True))
     return total / (len(a_mats) * r * sigma2)
 
 
@@ -53,11 +53,11 @@ def subspace_solve(
     import torch
 
     u = basis[:, : min(k, basis.shape[1])]
-    ps = [a @ u for a in a_mats]  # r x k each
+    ps = [a.to(u.device, u.dtype) @ u for a in a_mats]  # r x k each (A may live on the CPU)
     lhs = sum(p.T @ p for p in ps)
-    rhs = sum(s @ p for s, p in zip(sketches, ps, strict=True))
+    rhs = sum(s.to(u.device) @ p for s, p in zip(sketches, ps, strict=True))
     scale = float(torch.trace(lhs)) / lhs.shape[0] or 1.0
-    eye = torch.eye(lhs.shape[0], dtype=lhs.dtype)
+    eye = torch.eye(lhs.shape[0], dtype=lhs.dtype, device=lhs.device)
     return torch.linalg.solve(lhs + lam * scale * eye, rhs.T).T
 
 

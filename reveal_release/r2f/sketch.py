@@ -104,6 +104,7 @@ def capture(
     import torch
 
     modules = dict(model.named_modules())
+    device = next(model.parameters()).device
     current: dict[str, Any] = {"mask": None}  # the attention mask of the pass being run
     sums: dict[str, Any] = {}  # a loss may run the model more than once: add the parts
 
@@ -113,7 +114,7 @@ def capture(
 
     handles = [
         modules[ly.name].register_forward_hook(
-            _layer_hook(ly, current, a_mats[ly.name], sums, out, want_true, keep_inputs)
+            _layer_hook(ly, current, a_mats[ly.name].to(device), sums, out, want_true, keep_inputs)
         )
         for ly in layers
     ]

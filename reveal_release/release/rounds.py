@@ -191,6 +191,7 @@ class Rounds:
         if self.grid:
             from reveal_release.release.snap import grids_of
 
+            self.current.model.float()  # grid points are exact in fp32 only (not in bf16)
             self.grids = grids_of(self.current.model, self.grid)
         with self.run.stage("release-base") as st:
             if not st.done:

@@ -75,9 +75,10 @@ def layer_grid(w: Any, s: Scheme) -> LayerGrid:
         count, size = g.shape[1], g.shape[2]
         scales.append(scale[..., 0])
         offsets.append(offset[..., 0])
-        groups.append(torch.arange(n_groups, n_groups + count).repeat_interleave(size))
+        ids = torch.arange(n_groups, n_groups + count, device=w.device)
+        groups.append(ids.repeat_interleave(size))
         ends = [g.abs().argmax(-1)] if s.symmetric else [g.argmin(-1), g.argmax(-1)]
-        base = start + torch.arange(count) * size  # first column of each group
+        base = start + torch.arange(count, device=w.device) * size  # first column of each group
         for idx in ends:
             cols_.append(base + idx)
             vals.append(g.gather(-1, idx.unsqueeze(-1))[..., 0])
@@ -143,13 +144,14 @@ def round_layer(w: Any, grid: LayerGrid, hess: Any, damp: float, block: int = 12
     h += damp * torch.diag(h).mean() * torch.eye(cols, device=h.device)
     upper = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     scale, offset = grid.scale[:, grid.col_group], grid.offset[:, grid.col_group]
-    frozen = torch.zeros(rows, cols, dtype=torch.bool).scatter_(1, grid.anchor_cols, True)
-    keep = torch.zeros(rows, cols).scatter_(1, grid.anchor_cols, grid.anchor_vals)
+    on = {"device": w.device}
+    frozen = torch.zeros(rows, cols, dtype=torch.bool, **on).scatter_(1, grid.anchor_cols, True)
+    keep = torch.zeros(rows, cols, **on).scatter_(1, grid.anchor_cols, grid.anchor_vals.float())
     flat = scale <= FLAT
     out = torch.empty_like(w)
     for b0 in range(0, cols, block):
         b1 = min(b0 + block, cols)
-        part, err, u = w[:, b0:b1].clone(), torch.zeros(rows, b1 - b0), upper[b0:b1, b0:b1]
+        part, err, u = w[:, b0:b1].clone(), torch.zeros(rows, b1 - b0, **on), upper[b0:b1, b0:b1]
         for j in range(b1 - b0):
             c = b0 + j
             code = torch.round((part[:, j] - offset[:, c]) / scale[:, c])
