@@ -144,41 +144,59 @@ def main() -> None:
     if a.one:
         print(json.dumps(one(a.one[0], a.one[1], a)))
         return
-    from reveal_release.console import human_bytes, table
 
     methods = a.methods.split(",")
-    rows, results = [], []
+    per_model, results = {}, []
     for name in a.models.split(","):
-        res = {}
+        per_model[name] = {}
         for method in methods:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--decoder",
-                a.decoder,
-                "--device",
-                a.device,
-                "--repeats",
-                str(a.repeats),
-                "--tokens",
-                str(a.tokens),
-                "--one",
-                name,
-                method,
-            ]
-            cmd += ["--tokenizer", a.tokenizer] if a.tokenizer else []  # fmt: skip
-            try:
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
-            except subprocess.TimeoutExpired:
-                print(f"{name} {method}: over {a.timeout} s", flush=True)
-                continue
-            if out.returncode != 0:
-                last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-                print(f"{name} {method}: failed: {last}", flush=True)
-                continue
-            res[method] = json.loads(out.stdout.strip().splitlines()[-1])
-            results.append(res[method])
-            print(json.dumps(res[method]), flush=True)
+            r = run_one(a, name, method)
+            if r:
+                per_model[name][method] = r
+                results.append(r)
+    print_table(a, methods, per_model)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"device": a.device, "results": results}, indent=1))
+
+
+def run_one(a: argparse.Namespace, name: str, method: str) -> dict | None:
+    """One (model, method) in its own process; its figures, or None (the reason printed)."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--decoder",
+        a.decoder,
+        "--device",
+        a.device,
+        "--repeats",
+        str(a.repeats),
+        "--tokens",
+        str(a.tokens),
+        "--one",
+        name,
+        method,
+    ]
+    cmd += ["--tokenizer", a.tokenizer] if a.tokenizer else []  # fmt: skip
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+    except subprocess.TimeoutExpired:
+        print(f"{name} {method}: over {a.timeout} s", flush=True)
+        return None
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"{name} {method}: failed: {last}", flush=True)
+        return None
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps(res), flush=True)
+    return res
+
+
+def print_table(a: argparse.Namespace, methods: list[str], per_model: dict) -> None:
+    """Time and peak memory per method, and each method's ratios to full fine-tuning."""
+    from reveal_release.console import human_bytes, table
+
+    rows = []
+    for name, res in per_model.items():
         full = res.get("full")
         row = [name, f"{next(iter(res.values()))['params'] / 1e6:.0f}M" if res else "-"]
         for method in methods:
@@ -195,8 +213,6 @@ def main() -> None:
         cols += [f"{method}/full time", f"{method}/full mem"] if method != "full" else []
     title = f"one update on {a.device}, batch 4 x {a.tokens} tokens: time and peak memory"
     table(title, cols, rows)
-    if a.json:
-        Path(a.json).write_text(json.dumps({"device": a.device, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

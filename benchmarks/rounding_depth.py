@@ -18,18 +18,14 @@ import copy
 import dataclasses
 import json
 import time
+from typing import Any
 
 
 def main() -> None:
     """Build the variants one after another; print one JSON line each."""
-    import torch
-
-    from reveal_release.evaluate.attacks.relearn import relearn
-    from reveal_release.metrics.probes import reveal_rate
     from reveal_release.models import load_model
     from reveal_release.quantizers import codes_of, quantizable
-    from reveal_release.release.measure import measure, measure_quantized
-    from reveal_release.release.snap import grids_of, snap
+    from reveal_release.release.snap import grids_of
     from reveal_release.runs import RunDir, relevant, round_dir
     from reveal_release.targets.judges import make_judge
     from reveal_release.targets.spec import load_target
@@ -58,29 +54,45 @@ def main() -> None:
     attack_rows = relevant(run.forget_set(), spec.threshold, best_first=True)[:8]
     print(json.dumps({"run": a.run, "kept_rounds": kept, "calibration_rows": len(rows[:96])}))
     for v in a.variants.split(","):
-        start, model = time.perf_counter(), copy.deepcopy(full.model)
-        if v != "fp":
-            gamma = float(v.split(":")[1])
-            with torch.no_grad():
-                for n, m in quantizable(model):
-                    m.weight.copy_(w0[n] + gamma * (m.weight - w0[n]))
-            snap(model, full.tokenizer, grids, rows[:96])
-        loaded = dataclasses.replace(full, model=model)
-        m = measure(loaded, spec, judge)
-        q = measure_quantized(loaded, spec, judge, "int4-g128", base_codes)
-        work, history = relearn(loaded, attack_rows, 8, 5e-4, 0)
-        out = {
-            "variant": v,
-            "heldout": m["heldout_reveal_rate"],
-            "qa": m["retain_accuracy"],
-            "ppl": round(m["perplexity"], 2),
-            "g128": q["quant_reveal_rate"],
-            "g128_codes_changed": round(q["quant_codes_changed"], 5),
-            "relearn8": reveal_rate(work, spec, judge).rate,
-            "forget_nll_before_after": [round(float(history[i]["nll"]), 3) for i in (0, -1)],
-            "seconds": round(time.perf_counter() - start),
-        }
+        out = variant(v, full, w0, grids, rows[:96], attack_rows, spec, judge, base_codes)
         print(json.dumps(out), flush=True)
+
+
+def variant(
+    v: str, full: Any, w0: dict, grids: dict, rows: list, attack_rows: list, spec: Any,
+    judge: Any, base_codes: Any,
+) -> dict:  # fmt: skip
+    """Hand out one variant of the full-precision model and measure it."""
+    import torch
+
+    from reveal_release.evaluate.attacks.relearn import relearn
+    from reveal_release.metrics.probes import reveal_rate
+    from reveal_release.quantizers import quantizable
+    from reveal_release.release.measure import measure, measure_quantized
+    from reveal_release.release.snap import snap
+
+    start, model = time.perf_counter(), copy.deepcopy(full.model)
+    if v != "fp":
+        gamma = float(v.split(":")[1])
+        with torch.no_grad():
+            for n, m in quantizable(model):
+                m.weight.copy_(w0[n] + gamma * (m.weight - w0[n]))
+        snap(model, full.tokenizer, grids, rows)
+    loaded = dataclasses.replace(full, model=model)
+    m = measure(loaded, spec, judge)
+    q = measure_quantized(loaded, spec, judge, "int4-g128", base_codes)
+    work, history = relearn(loaded, attack_rows, 8, 5e-4, 0)
+    return {
+        "variant": v,
+        "heldout": m["heldout_reveal_rate"],
+        "qa": m["retain_accuracy"],
+        "ppl": round(m["perplexity"], 2),
+        "g128": q["quant_reveal_rate"],
+        "g128_codes_changed": round(q["quant_codes_changed"], 5),
+        "relearn8": reveal_rate(work, spec, judge).rate,
+        "forget_nll_before_after": [round(float(history[i]["nll"]), 3) for i in (0, -1)],
+        "seconds": round(time.perf_counter() - start),
+    }
 
 
 if __name__ == "__main__":
