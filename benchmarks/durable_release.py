@@ -32,6 +32,7 @@ VARIANTS = {
     "alt": ("larger alpha/r and lr (arXiv 2602.13151)", ["--alpha", "128", "--lr", "2e-3", *FP]),
     "new": ("the new defaults (handed out on the base's grid)", []),
     "new-sam": ("the new defaults + SAM (rho 0.05)", ["--sam-rho", "0.05"]),
+    "new-alt": ("the new defaults + larger alpha/r and lr", ["--alpha", "128", "--lr", "2e-3"]),
 }  # fmt: skip
 ATTACKS = (
     "quant-int4,quant-int4-g128,quant-int4-sym,quant-int8,relearn,relearn-32,relearn-unrelated"
