@@ -25,6 +25,7 @@ def main() -> None:
     """Build the variants one after another; print one JSON line each."""
     from reveal_release.models import load_model
     from reveal_release.quantizers import codes_of, quantizable
+    from reveal_release.release.rounds import calibration_rows
     from reveal_release.release.snap import grids_of
     from reveal_release.runs import RunDir, relevant, round_dir
     from reveal_release.targets.judges import make_judge
@@ -46,15 +47,11 @@ def main() -> None:
     for k in kept:
         model = apply_adapter(full.model, run.path(round_dir(k), "adapter"))
         full = dataclasses.replace(full, model=model)
-    rows = []  # the rounding's calibration: newest round's forget answers first, as rr does
-    for j in range(max(kept), 1, -1):
-        if run.path(f"{round_dir(j)}/forget.jsonl").exists():
-            rows += run.read_jsonl(f"{round_dir(j)}/forget.jsonl")
-    rows += run.forget_set()
+    rows = calibration_rows(run, max(kept), run.forget_set())  # as rr release calibrates
     attack_rows = relevant(run.forget_set(), spec.threshold, best_first=True)[:8]
-    print(json.dumps({"run": a.run, "kept_rounds": kept, "calibration_rows": len(rows[:96])}))
+    print(json.dumps({"run": a.run, "kept_rounds": kept, "calibration_rows": len(rows)}))
     for v in a.variants.split(","):
-        out = variant(v, full, w0, grids, rows[:96], attack_rows, spec, judge, base_codes)
+        out = variant(v, full, w0, grids, rows, attack_rows, spec, judge, base_codes)
         print(json.dumps(out), flush=True)
 
 

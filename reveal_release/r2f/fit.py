@@ -117,7 +117,8 @@ def score_pair(pair: Pair, layers: Sequence[Layer], kinds: Sequence[str]) -> tup
     per_layer = {}
     for ly in layers:
         g, u = pair.true[ly.name], pair.bases[ly.name]
-        s, a = pair.sketches[ly.name], pair.a_mats[ly.name]
+        s = pair.sketches[ly.name]
+        a = [x.to(u.device) for x in pair.a_mats[ly.name]]  # once, not in every (k, lambda)
         gu, gnorm = g @ u, float(g.norm())
         ki, bi = kinds.index(ly.kind), bucket(ly.depth)
         for i, k in enumerate(K_GRID):

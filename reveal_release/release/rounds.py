@@ -109,6 +109,17 @@ def decide(m: dict[str, Any], cfg: ReleaseConfig, k: int) -> tuple[str, str]:
     return "", ""
 
 
+def calibration_rows(run: RunDir, k: int, first: list[dict], limit: int = 96) -> list[dict]:
+    """The forget answers of rounds 1..k (`first`: round 1's), newest first (where the release
+    differs most from the base): what rounding onto the base's grid is calibrated on."""
+    rows: list[dict] = []
+    for j in range(k, 1, -1):
+        path = f"{round_dir(j)}/forget.jsonl"
+        if run.path(path).exists():
+            rows += run.read_jsonl(path)
+    return (rows + list(first))[:limit]
+
+
 class Rounds:
     """The state the rounds share: the current model M_k and every earlier round's A."""
 
@@ -153,14 +164,9 @@ class Rounds:
             self.rounded = dataclasses.replace(self.current, model=model)
         return self.rounded
 
-    def calibration_rows(self, k: int, limit: int = 96) -> list[dict]:
-        """The forget answers of rounds 1..k, newest first (where the release differs most)."""
-        rows: list[dict] = []
-        for j in range(k, 1, -1):
-            path = f"{round_dir(j)}/forget.jsonl"
-            if self.run.path(path).exists():
-                rows += self.run.read_jsonl(path)
-        return (rows + list(self.forget0))[:limit]
+    def calibration_rows(self, k: int) -> list[dict]:
+        """The rows the rounding after round k is calibrated on."""
+        return calibration_rows(self.run, k, self.forget0)
 
     def _measure(self, loaded: LoadedModel) -> dict[str, Any]:
         cfg = self.cfg
