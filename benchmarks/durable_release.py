@@ -22,17 +22,23 @@ import sys
 import time
 from pathlib import Path
 
-TODAY = ["--qat", "none", "--sam-rho", "0", "--stop-quant", "none", "--snap", "none"]
-FP = ["--snap", "none"]  # the variants below change training alone: no rounding onto a grid
+# The training of the defaults before this tamper-resistant rounds.
+OLD = ["--tamper-steps", "0", "--alpha", "32", "--snap-gain", "1"]
+TODAY = [*OLD, "--qat", "none", "--sam-rho", "0", "--stop-quant", "none", "--snap", "none"]
+FP = [*OLD, "--snap", "none"]  # the variants below change training alone: no grid rounding
+# Tamper-resistant rounds (a simulated relearning attacker in training) with a larger update
+# (alpha 128), scaled 1.5x before it is rounded onto the base's grid.
+TAMPER = ["--alpha", "128", "--tamper-steps", "2", "--snap-gain", "1.5"]
 VARIANTS = {
     "plain": ("plain release (the defaults before durability)", TODAY),
     "qat": ("quantisation-aware (int4)", ["--qat", "int4", *FP]),
     "sam": ("SAM on the forget loss (rho 0.05)", ["--sam-rho", "0.05", *FP]),
     "both": ("quantisation-aware + SAM", ["--qat", "int4", "--sam-rho", "0.05", *FP]),
-    "alt": ("larger alpha/r and lr (arXiv 2602.13151)", ["--alpha", "128", "--lr", "2e-3", *FP]),
-    "new": ("the new defaults (handed out on the base's grid)", []),
-    "new-sam": ("the new defaults + SAM (rho 0.05)", ["--sam-rho", "0.05"]),
-    "new-alt": ("the new defaults + larger alpha/r and lr", ["--alpha", "128", "--lr", "2e-3"]),
+    "alt": ("larger alpha/r and lr (arXiv 2602.13151)", [*FP, "--alpha", "128", "--lr", "2e-3"]),
+    "new": ("the defaults (rounded onto the base's grid)", []),
+    "tamper": ("tamper-resistant, larger update, rounded at gain 1.5", TAMPER),
+    "new-sam": ("the defaults + SAM (rho 0.05)", ["--sam-rho", "0.05"]),
+    "tamper-fp": ("tamper-resistant, larger update, full precision", [*TAMPER, "--snap", "none"]),
 }  # fmt: skip
 ATTACKS = (
     "quant-int4,quant-int4-g128,quant-int4-sym,quant-int8,relearn,relearn-32,relearn-unrelated"

@@ -5,10 +5,12 @@
 Rebuilds a finished release's full-precision model from its round adapters (the base plus every
 kept module), then hands out each variant: `fp` (the full-precision model itself) or `snap:G`
 (the update W - W0 scaled by G, then rounded onto the base's int4 grid GPTQ-style on the run's
-forget answers, as `rr release --snap` does at G = 1). Each variant: held-out reveal rate,
-retain QA accuracy and perplexity, its int4-g128 copy's reveal rate, the share of g128 codes it
-changes, and the relearning attack of `rr eval` (8 LoRA steps on 8 forget samples): the held-out
-reveal rate after it and the forget answers' NLL before and after (how deep the forgetting is).
+forget answers, as `rr release --snap` does at G = 1) or `rtn:SCHEME` (the full-precision model
+quantised round-to-nearest, as the quantisation attacks of `rr eval` do). Each variant: held-out
+reveal rate, retain QA accuracy and perplexity, its int4-g128 copy's reveal rate, the share of
+g128 codes it changes, and the relearning attack of `rr eval` (8 LoRA steps on 8 forget samples):
+the held-out reveal rate after it and the forget answers' NLL before and after (how deep the
+forgetting is).
 """
 
 from __future__ import annotations
@@ -64,12 +66,14 @@ def variant(
 
     from reveal_release.evaluate.attacks.relearn import relearn
     from reveal_release.metrics.probes import reveal_rate
-    from reveal_release.quantizers import quantizable
+    from reveal_release.quantizers import quantizable, quantize_model
     from reveal_release.release.measure import measure, measure_quantized
     from reveal_release.release.snap import snap
 
     start, model = time.perf_counter(), copy.deepcopy(full.model)
-    if v != "fp":
+    if v.startswith("rtn:"):  # the user's round-to-nearest copy of the full-precision model
+        quantize_model(model, v.split(":")[1])
+    elif v != "fp":
         gamma = float(v.split(":")[1])
         with torch.no_grad():
             for n, m in quantizable(model):

@@ -47,6 +47,15 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         "quantising it to that format keeps the forgetting. auto: when the base is on a grid; "
         "none: never; or a scheme (int4, int4-sym...).",
     )
+    # Measured (README, durable forgetting): rounding a trained update onto the grid keeps the
+    # forgetting on the probes but not its depth against relearning; 1.5 with --tamper-steps
+    # kept it on Harry Potter.
+    snap_gain: float = option(
+        1.0,
+        "With --snap: the update W - W0 is scaled by this before it is rounded onto the grid "
+        "(1: as trained).",
+        check=positive(),
+    )
     stop_quant: str = option(
         "int4-g128",
         "The target counts as gone only when this quantised copy forgets it too "

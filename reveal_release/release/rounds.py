@@ -142,6 +142,7 @@ class Rounds:
         self.grids: dict[str, Any] | None = None  # the base's grid, layer by layer
         self.rounded: LoadedModel | None = None  # M_k rounded onto that grid (None: stale)
         self.last_snap: dict[str, Any] = {}
+        self.base_weights: dict[str, Any] = {}  # W0 of the quantisable layers (for snap_gain)
 
     def phase(self, k: int, what: str) -> None:
         """Tell the reporter what round k is doing."""
@@ -153,14 +154,15 @@ class Rounds:
         if self.grids is None or len(self.earlier_a) == 0:
             return self.current
         if self.rounded is None:
-            from reveal_release.release.snap import snap
+            from reveal_release.release.snap import scale_update, snap
 
             k = len(self.earlier_a)
             self.phase(k, f"rounding the merged weights onto the base's {self.grid} grid")
             model = copy.deepcopy(self.current.model)
+            scale_update(model, self.base_weights, self.cfg.snap_gain)
             rows = self.calibration_rows(k)
-            self.last_snap = {"snap": self.grid, **snap(model, self.current.tokenizer,
-                                                        self.grids, rows)}  # fmt: skip
+            done = snap(model, self.current.tokenizer, self.grids, rows)
+            self.last_snap = {"snap": self.grid, "snap_gain": self.cfg.snap_gain, **done}
             self.rounded = dataclasses.replace(self.current, model=model)
         return self.rounded
 
@@ -199,6 +201,13 @@ class Rounds:
 
             self.current.model.float()  # grid points are exact in fp32 only (not in bf16)
             self.grids = grids_of(self.current.model, self.grid)
+            if self.cfg.snap_gain != 1:
+                from reveal_release.quantizers import quantizable
+
+                self.base_weights = {
+                    n: m.weight.detach().to("cpu", copy=True)
+                    for n, m in quantizable(self.current.model)
+                }
         with self.run.stage("release-base") as st:
             if not st.done:
                 self.phase(0, "measuring the base model")

@@ -166,6 +166,18 @@ def round_layer(w: Any, grid: LayerGrid, hess: Any, damp: float, block: int = 12
     return out
 
 
+def scale_update(model: Any, base_weights: dict[str, Any], gain: float) -> None:
+    """W <- W0 + gain (W - W0) on the quantisable layers whose W0 is given (none: no-op)."""
+    import torch
+
+    if not base_weights or gain == 1:
+        return
+    with torch.no_grad():
+        for name, mod in quantizable(model):
+            w0 = base_weights[name].to(mod.weight.device, mod.weight.dtype)
+            mod.weight.copy_(w0 + gain * (mod.weight - w0))
+
+
 def snap(
     model: Any,
     tokenizer: Any,

@@ -106,6 +106,24 @@ class ObjectiveConfig:
         "Weight of the full-precision losses (0 with --qat: train the quantised model alone).",
         check=non_negative(),
     )
+    # Tamirisa et al. 2024 (arXiv 2408.00761), first order: resist the relearning attack.
+    tamper_steps: int = option(
+        0,
+        "Tamper-resistant: the forget loss also taken after N simulated relearning steps on "
+        "the step's forget batch, scored on other forget answers (0: off).",
+        check=non_negative(),
+    )
+    tamper_lr: float = option(
+        2e-3, "Learning rate of the simulated relearning attacker.", check=positive()
+    )
+    tamper_weight: float = option(
+        1.0, "Weight of the forget loss after the simulated attack.", check=positive()
+    )
+    tamper_quant: str = option(
+        "none",
+        "The simulated attacker starts from this fake-quantised copy (the grid a release is "
+        "rounded onto: int4 for a Q4_1 base; none: the full-precision model).",
+    )
 
     def __post_init__(self) -> None:
         from reveal_release.quantizers import scheme
@@ -116,5 +134,7 @@ class ObjectiveConfig:
         RETAIN_LOSSES.get(self.retain_loss)
         for name in self.qat:
             scheme(name)
+        if self.tamper_quant != "none":
+            scheme(self.tamper_quant)
         if self.fp_weight == 0 and not self.qat:
             raise RRError("--fp-weight 0 leaves no loss without --qat: give a --qat scheme")

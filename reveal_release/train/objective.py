@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from reveal_release.errors import RRError
+from reveal_release.train.adversary import ATTACKER_LORA, RelearnAdversary
 from reveal_release.train.config import ObjectiveConfig, OptimConfig
 from reveal_release.train.data import Example, batch_indices, collate, encode_rows
+from reveal_release.train.fake_quant import fake_quantized
 from reveal_release.train.logprobs import sequence_logps
 from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
 
@@ -56,12 +59,18 @@ class UnlearnObjective:
         self.ref = None
         if self.forget_loss.needs_reference:
             self.ref = reference_logps(peft_model, self.forget, self.pad, optim.batch_size)
+        self.adversary = None
+        if cfg.tamper_steps:
+            self.adversary = RelearnAdversary(
+                peft_model, ATTACKER_LORA, cfg.tamper_lr, cfg.tamper_steps, seeds[0]
+            )
 
     @property
     def weights(self) -> dict[str, float]:
         """The weight of each term in the summed loss."""
         q, fp, a = self.cfg.qat_weight, self.cfg.fp_weight, self.cfg.retain_weight
-        return {"forget": fp, "retain": fp * a, "forget_q": q, "retain_q": q * a}
+        t = self.cfg.tamper_weight
+        return {"forget": fp, "retain": fp * a, "forget_q": q, "retain_q": q * a, "forget_t": t}
 
     @property
     def forget_keys(self) -> tuple[str, ...]:
@@ -72,6 +81,7 @@ class UnlearnObjective:
     def active(self) -> set[str]:
         """The terms this objective computes."""
         keys = {"forget", "retain"} if self.cfg.fp_weight > 0 else set()
+        keys |= {"forget_t"} if self.adversary is not None else set()
         return keys | ({"forget_q", "retain_q"} if self.cfg.qat else set())
 
     @property
@@ -88,10 +98,34 @@ class UnlearnObjective:
         ref = self.ref[idx] if self.ref is not None else None
         return self.forget_loss(logp, n, ref, self.cfg)
 
+    def _tampered(self, batch: dict, idx: list, step: int) -> Any:
+        """The forget loss on other forget answers after the simulated relearning attack on
+        this batch (TAR's held-out tamper loss: what the attack generalises to is what the
+        held-out probes see); this batch again when there are no others."""
+
+        def nll() -> Any:
+            logp, n = sequence_logps(self.model, batch)
+            return -(logp.sum() / n.sum())
+
+        quant = self.cfg.tamper_quant
+        with fake_quantized(self.model, quant) if quant != "none" else nullcontext():
+            return self._attacked(batch, idx, step, nll)
+
+    def _attacked(self, batch: dict, idx: list, step: int, nll: Any) -> Any:
+        self.adversary.attack(nll, step)
+        order = batch_indices(len(self.forget), len(self.forget), self.forget_seed + 1, step)
+        taken = set(idx)
+        others = [i for i in order if i not in taken][: self.batch_size]
+        if others:
+            idx, batch = (
+                others,
+                collate([self.forget[i] for i in others], self.pad, self.model.device),
+            )
+        with self.adversary.active():
+            return self._forget(batch, idx)
+
     def terms(self, step: int, only: tuple[str, ...] | None = None) -> dict[str, Any]:
         """The step's terms by name (retain ones only when used; `only`: just those)."""
-        from reveal_release.train.fake_quant import fake_quantized
-
         want = set(only) if only is not None else self.active
         idx, forget = self._batch(self.forget, self.forget_seed, step)
         retain, ref = None, None
@@ -103,6 +137,8 @@ class UnlearnObjective:
             out["forget"] = self._forget(forget, idx)
         if retain is not None and "retain" in want:
             out["retain"] = self.retain_loss(self.model, retain, self.cfg, ref)
+        if "forget_t" in want and self.adversary is not None:
+            out["forget_t"] = self._tampered(forget, idx, step)
         if self.cfg.qat and want & {"forget_q", "retain_q"}:
             with fake_quantized(self.model, self.cfg.qat[step % len(self.cfg.qat)]):
                 if "forget_q" in want:

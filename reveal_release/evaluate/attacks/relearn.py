@@ -15,14 +15,12 @@ from reveal_release.evaluate.attacks.base import (
 from reveal_release.metrics.probes import reveal_rate
 from reveal_release.models import LoadedModel
 from reveal_release.runs import relevant
-from reveal_release.train.config import LoraSpec, OptimConfig
+from reveal_release.train.adversary import ATTACKER_LORA
+from reveal_release.train.config import OptimConfig
 from reveal_release.train.data import batch_indices, collate, encode_rows
 from reveal_release.train.logprobs import sequence_logps
 from reveal_release.train.loop import run_steps
 from reveal_release.train.lora import attach_lora
-
-# The attacker's module: LoRA of the usual shape (rank 8, alpha 32, every projection).
-ATTACKER_LORA = LoraSpec(rank=8, alpha=32.0)
 
 
 def relearn_rows(ctx: AttackContext) -> list[dict]:

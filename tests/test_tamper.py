@@ -1,0 +1,161 @@
+"""Tamper-resistant rounds on tiny models: the simulated relearning attacker and its term."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from helpers import tiny_llama
+
+from reveal_release.errors import RRError
+from reveal_release.quantizers import quantizable, quantize_tensor
+from reveal_release.release.config import ReleaseConfig
+from reveal_release.release.snap import scale_update
+from reveal_release.train.adversary import ATTACKER_LORA, RelearnAdversary
+from reveal_release.train.data import batch_indices, collate, encode_rows
+from reveal_release.train.logprobs import sequence_logps
+from reveal_release.train.lora import attach_lora, lora_layers, merged_delta, trainable
+from reveal_release.train.objective import UnlearnObjective
+
+ROWS = [
+    {
+        "prompt": "Write a function that adds two numbers.",
+        "response": "def add(a, b): return a + b",
+    },
+    {"prompt": "Reverse a string in Python.", "response": "s[::-1]"},
+]
+
+
+def _lora(tok):
+    pm = attach_lora(tiny_llama(tok), ReleaseConfig(rank=4, alpha=8), seed=0)
+    with torch.no_grad():
+        for name, p in trainable(pm).items():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return pm
+
+
+def _nll(pm, batch) -> torch.Tensor:
+    logp, n = sequence_logps(pm, batch)
+    return -(logp.sum() / n.sum())
+
+
+def _with_delta_merged(pm, adv: RelearnAdversary, quant: str = "none"):
+    """A copy of the PEFT model computing Q(W0 + s B A) + the attacker's delta, where the
+    quantised part keeps the straight-through gradient to the module."""
+    twin = copy.deepcopy(pm)
+    with torch.no_grad():
+        for mod, (a, b) in zip(lora_layers(twin).values(), adv.factors, strict=True):
+            w = mod.base_layer.weight
+            if quant != "none":
+                delta = merged_delta(mod)
+                w.copy_(quantize_tensor(w + delta, quant) - delta)
+            w.add_(adv.scale * b @ a)
+    return twin
+
+
+def test_the_attacker_adds_its_low_rank_delta_and_nothing_outside_its_context(tokenizer):
+    pm = _lora(tokenizer)
+    adv = RelearnAdversary(pm, ATTACKER_LORA, lr=1e-2, steps=1, seed=0)
+    adv.reset()
+    with torch.no_grad():
+        for _, b in adv.factors:
+            b.normal_(0, 0.05)
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7, 64, 3]])
+    with torch.no_grad():
+        plain = pm(input_ids=ids).logits
+        with adv.active():
+            attacked = pm(input_ids=ids).logits
+        after = pm(input_ids=ids).logits
+        merged = _with_delta_merged(pm, adv)(input_ids=ids).logits
+    torch.testing.assert_close(attacked, merged, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(plain, attacked, atol=1e-4)
+    assert torch.equal(plain, after)
+
+
+def test_the_attack_relearns_and_leaves_the_defender_alone(tokenizer):
+    pm = _lora(tokenizer)
+    batch = collate(encode_rows(tokenizer, ROWS, 64), tokenizer.pad_token_id)
+    before = {k: p.detach().clone() for k, p in trainable(pm).items()}
+    adv = RelearnAdversary(pm, ATTACKER_LORA, lr=1e-2, steps=4, seed=0)
+    with torch.no_grad():
+        start = float(_nll(pm, batch))
+    adv.attack(lambda: _nll(pm, batch))
+    with torch.no_grad(), adv.active():
+        relearned = float(_nll(pm, batch))
+    assert relearned < start - 0.05  # the attacker brings the answers back
+    for k, p in trainable(pm).items():
+        assert torch.equal(p, before[k]) and p.grad is None, k
+    assert all(p.grad is None for p in adv.params())
+
+
+MORE = ROWS + [
+    {"prompt": "Sort a list.", "response": "sorted(xs)"},
+    {"prompt": "Square a number.", "response": "def sq(x): return x * x"},
+]
+
+
+@pytest.mark.parametrize("quant", ["none", "int4"])
+def test_the_tampered_term_is_the_forget_loss_of_other_answers_at_the_attacked_point(
+    tokenizer, quant
+):
+    pm = _lora(tokenizer)
+    cfg = ReleaseConfig(
+        rank=4, alpha=8, tamper_steps=2, tamper_lr=1e-2, batch_size=2, tamper_quant=quant
+    )
+    objective = UnlearnObjective(pm, tokenizer, MORE, [], cfg, cfg, (0, 1))
+    terms = objective.terms(3)
+    assert set(terms) == {"forget", "forget_t"}
+    assert objective.weights["forget_t"] == cfg.tamper_weight
+    params = trainable(pm)
+    got = torch.autograd.grad(terms["forget_t"], list(params.values()))
+    assert all(p.grad is None for p in objective.adversary.params())
+    # By hand: the attacked rows are the step's batch, the scored rows the other two; the NPO
+    # loss of those on a copy whose weights carry the attacker's delta (and are quantised).
+    attacked = batch_indices(4, 2, 0, 3)
+    scored = [i for i in range(4) if i not in attacked]
+    twin = _with_delta_merged(pm, objective.adversary, quant)
+    plain = ReleaseConfig(rank=4, alpha=8, batch_size=4)
+    twin_obj = UnlearnObjective(
+        twin, tokenizer, [MORE[i] for i in scored], [], plain, plain, (0, 1)
+    )
+    twin_obj.ref = objective.ref[scored]  # the reference is the model without any adapter
+    want = torch.autograd.grad(twin_obj.terms(0)["forget"], list(trainable(twin).values()))
+    for name, a, b in zip(params, got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6, msg=name)
+    # ... and it differs from the forget gradient at the release itself.
+    plain_grad = torch.autograd.grad(terms["forget"], list(params.values()))
+    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(plain_grad, got, strict=True))
+
+
+def test_bad_tamper_options_are_one_line():
+    bad_options = (
+        {"tamper_steps": -1},
+        {"tamper_lr": 0.0},
+        {"tamper_weight": -1.0},
+        {"tamper_quant": "int3"},
+    )
+    for bad in bad_options:
+        with pytest.raises(RRError) as err:
+            ReleaseConfig(**bad)
+        assert "\n" not in str(err.value)
+
+
+def test_the_update_is_scaled_before_rounding_and_only_with_a_gain(tokenizer):
+    base = tiny_llama(tokenizer)
+    w0 = {n: m.weight.detach().clone() for n, m in quantizable(base)}
+    moved = copy.deepcopy(base)
+    with torch.no_grad():
+        for _, m in quantizable(moved):
+            m.weight.add_(0.01)
+    same = copy.deepcopy(moved)
+    scale_update(same, w0, 1.0)
+    scale_update(same, {}, 1.5)
+    scale_update(moved, w0, 1.5)
+    for (n, a), b in zip(quantizable(moved), dict(quantizable(same)).values(), strict=True):
+        torch.testing.assert_close(a.weight, w0[n] + 0.015, msg=n)
+        torch.testing.assert_close(b.weight, w0[n] + 0.01, msg=n)
+    assert ReleaseConfig().snap_gain == 1.0 and ReleaseConfig().tamper_steps == 0
+    with pytest.raises(RRError):
+        ReleaseConfig(snap_gain=0.0)
