@@ -38,7 +38,7 @@ def _lora(tok):
 
 def _nll(pm, batch) -> torch.Tensor:
     logp, n = sequence_logps(pm, batch)
-    return -(logp.sum() / n.sum())
+    return -(logp.sum() / n.sum())  # by hand, beside the answer_nll the code uses
 
 
 def _with_delta_merged(pm, adv: RelearnAdversary, quant: str = "none"):

@@ -78,15 +78,14 @@ class RelearnAdversary:
             for h in handles:
                 h.remove()
 
-    def attack(self, nll: Callable[[], Any], step: int = 0) -> float:
+    def attack(self, nll: Callable[[], Any], step: int = 0) -> None:
         """Step `step`'s fresh attacker, then `steps` Adam steps on nll() (the forget answers'
-        NLL); the last NLL."""
+        NLL)."""
         import torch
 
         self.reset(step)
         params = self.params()
         opt = torch.optim.Adam(params, lr=self.lr)
-        value = float("nan")
         for _ in range(self.steps):
             with self.active(train=True):
                 loss = nll()
@@ -94,7 +93,5 @@ class RelearnAdversary:
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
             opt.step()
-            value = float(loss.detach())
         for p in params:
             p.grad = None
-        return value

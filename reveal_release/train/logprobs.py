@@ -27,3 +27,9 @@ def sequence_logps(model: Any, batch: dict) -> tuple[Any, Any]:
     """(sum of answer-token log-probs, answer-token count) for each sequence of a batch."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return sequence_logps_from_logits(logits, batch["labels"])
+
+
+def answer_nll(model: Any, batch: dict) -> Any:
+    """The mean answer-token NLL of a batch (what a relearning attacker minimises)."""
+    logp, n = sequence_logps(model, batch)
+    return -(logp.sum() / n.sum())

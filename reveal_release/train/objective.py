@@ -11,7 +11,7 @@ from reveal_release.train.adversary import ATTACKER_LORA, RelearnAdversary
 from reveal_release.train.config import ObjectiveConfig, OptimConfig
 from reveal_release.train.data import Example, batch_indices, collate, encode_rows
 from reveal_release.train.fake_quant import fake_quantized
-from reveal_release.train.logprobs import sequence_logps
+from reveal_release.train.logprobs import answer_nll, sequence_logps
 from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
 
 
@@ -102,17 +102,12 @@ class UnlearnObjective:
         """The forget loss on other forget answers after the simulated relearning attack on
         this batch (TAR's held-out tamper loss: what the attack generalises to is what the
         held-out probes see); this batch again when there are no others."""
-
-        def nll() -> Any:
-            logp, n = sequence_logps(self.model, batch)
-            return -(logp.sum() / n.sum())
-
         quant = self.cfg.tamper_quant
         with fake_quantized(self.model, quant) if quant != "none" else nullcontext():
-            return self._attacked(batch, idx, step, nll)
+            return self._attacked(batch, idx, step)
 
-    def _attacked(self, batch: dict, idx: list, step: int, nll: Any) -> Any:
-        self.adversary.attack(nll, step)
+    def _attacked(self, batch: dict, idx: list, step: int) -> Any:
+        self.adversary.attack(lambda: answer_nll(self.model, batch), step)
         order = batch_indices(len(self.forget), len(self.forget), self.forget_seed + 1, step)
         taken = set(idx)
         others = [i for i in order if i not in taken][: self.batch_size]

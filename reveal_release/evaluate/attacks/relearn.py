@@ -18,7 +18,7 @@ from reveal_release.runs import relevant
 from reveal_release.train.adversary import ATTACKER_LORA
 from reveal_release.train.config import OptimConfig
 from reveal_release.train.data import batch_indices, collate, encode_rows
-from reveal_release.train.logprobs import sequence_logps
+from reveal_release.train.logprobs import answer_nll
 from reveal_release.train.loop import run_steps
 from reveal_release.train.lora import attach_lora
 
@@ -39,8 +39,7 @@ def relearn(loaded: LoadedModel, rows: list[dict], steps: int, lr: float, seed: 
 
     def nll(step: int) -> dict:
         idx = batch_indices(len(examples), size, seed, step)
-        logp, n = sequence_logps(peft, collate([examples[i] for i in idx], pad, peft.device))
-        return {"nll": -(logp.sum() / n.sum())}
+        return {"nll": answer_nll(peft, collate([examples[i] for i in idx], pad, peft.device))}
 
     result = run_steps(peft, nll, {"nll": 1.0}, optim, explode_key="")
     work.model = peft
