@@ -71,3 +71,19 @@ def test_decoding_on_cuda_with_projections_made_on_the_cpu(tokenizer):
         m = subspace_solve(sketches, [a[ly.name]], basis, 8, 0.1)
         assert m.is_cuda and torch.isfinite(m).all(), ly.name
         assert torch.isfinite(analytic(sketches, [a[ly.name]])).all(), ly.name
+
+
+def test_the_tamper_term_on_a_cuda_model(tokenizer):
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.train.lora import attach_lora, trainable
+    from reveal_release.train.objective import UnlearnObjective
+
+    cfg = ReleaseConfig(rank=4, alpha=8, tamper_steps=2, batch_size=1, tamper_quant="int4")
+    pm = attach_lora(tiny_llama(tokenizer).cuda(), cfg, seed=0)
+    objective = UnlearnObjective(pm, tokenizer, ROWS, [], cfg, cfg, (0, 1))
+    terms = objective.terms(0)
+    assert terms["forget_t"].is_cuda and torch.isfinite(terms["forget_t"])
+    terms["forget_t"].backward()
+    grads = [p.grad for p in trainable(pm).values()]
+    assert all(g is not None and g.is_cuda and torch.isfinite(g).all() for g in grads)
+    assert all(p.is_cuda for p in objective.adversary.params())
