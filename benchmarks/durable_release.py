@@ -39,6 +39,10 @@ VARIANTS = {
     "tamper": ("tamper-resistant, larger update, rounded at gain 1.5", TAMPER),
     "new-sam": ("the defaults + SAM (rho 0.05)", ["--sam-rho", "0.05"]),
     "tamper-fp": ("tamper-resistant, larger update, full precision", [*TAMPER, "--snap", "none"]),
+    "tamper-1": (
+        "tamper-resistant with one attack step (lr 4e-3), rounded at gain 1.5",
+        [*TAMPER, "--tamper-steps", "1", "--tamper-lr", "4e-3"],
+    ),
 }  # fmt: skip
 ATTACKS = (
     "quant-int4,quant-int4-g128,quant-int4-sym,quant-int8,relearn,relearn-32,relearn-unrelated"
