@@ -135,7 +135,10 @@ def test_empty_and_irrelevant_forget_sets(revealed, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--loss", "nope"], "unknown forget loss 'nope': choose one of ga, npo, refusal, simnpo"),
+        (
+            ["--loss", "nope"],
+            "unknown forget loss 'nope': choose one of ga, generic, npo, refusal, simnpo",
+        ),
         (["--retain-loss", "x"], "unknown retain loss 'x': choose one of kl, nll"),
         (["--update", "x"], "unknown update rule 'x'"),
         (["--rank", "0"], "--rank must be between 1 and 256"),

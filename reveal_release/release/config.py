@@ -56,6 +56,13 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         "(1: as trained).",
         check=positive(),
     )
+    # Measured on person (README, durable forgetting): NPO on the names alone removed them but
+    # spent more utility than NPO on whole answers, so it is off by default.
+    focus: str = option(
+        "none",
+        "auto: the forget loss scores only the tokens the judge marks as the target (the "
+        "person judge's names), where it can mark them; none: whole answers.",
+    )
     stop_quant: str = option(
         "int4-g128",
         "The target counts as gone only when this quantised copy forgets it too "
@@ -89,6 +96,8 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         for name in (self.stop_quant, self.snap):
             if name not in ("none", "auto"):
                 scheme(name)
+        if self.focus not in ("auto", "none"):
+            raise RRError(f"--focus takes auto or none, not {self.focus!r}")
         if self.stop_quant == "auto":
             raise RRError("--stop-quant takes a scheme or none, not auto")
         if self.update == "r2f" and not self.decoder:

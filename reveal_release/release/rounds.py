@@ -143,6 +143,7 @@ class Rounds:
         self.rounded: LoadedModel | None = None  # M_k rounded onto that grid (None: stale)
         self.last_snap: dict[str, Any] = {}
         self.base_weights: dict[str, Any] = {}  # W0 of the quantisable layers (for snap_gain)
+        self.focus_spans: int | None = None  # target spans the last round's forget loss saw
 
     def phase(self, k: int, what: str) -> None:
         """Tell the reporter what round k is doing."""
@@ -262,9 +263,24 @@ class Rounds:
         saved = f"{round_dir(k)}/forget.jsonl"
         return self.run.read_jsonl(saved) if self.run.path(saved).exists() else self.reveal_again(k)
 
+    def focused(self, forget: list[dict]) -> list[dict]:
+        """The forget rows with the judge's target spans (`focus`) when --focus auto or the
+        loss needs them (generic) and the judge marks any; the rows unchanged otherwise."""
+        from reveal_release.train.losses import FORGET_LOSSES
+
+        self.focus_spans = None
+        if self.cfg.focus == "none" and not FORGET_LOSSES.get(self.cfg.loss).needs_spans:
+            return forget
+        spans = self.judge.spans([r["response"] for r in forget])
+        if spans is None or not any(spans):
+            return forget
+        self.focus_spans = sum(len(s) for s in spans)
+        return [{**r, "focus": s} for r, s in zip(forget, spans, strict=True)]
+
     def train(self, k: int, forget: list[dict]) -> TrainResult:
         """Module k from the update rule, or from disk when a killed run had saved it."""
         self.phase(k, f"training ({self.cfg.update}, {self.cfg.loss})")
+        forget = self.focused(forget)
         folder = self.run.path(round_dir(k))
         saved = self.run.read_json(f"{round_dir(k)}/train-result.json")
         if (folder / "adapter").exists() and saved:
@@ -307,6 +323,7 @@ class Rounds:
             round=k,
             trained=True,
             forget_size=len(forget),
+            focus_spans=self.focus_spans,
             train_steps=result.steps,
             train_seconds=result.seconds,
             train_stopped=result.stopped,

@@ -86,7 +86,7 @@ class OptimConfig:
 class ObjectiveConfig:
     """L = L_forget + retain_weight * L_retain, with the losses named in their registries."""
 
-    loss: str = option("npo", "Forget loss: npo, ga, refusal or simnpo.")
+    loss: str = option("npo", "Forget loss: npo, ga, refusal, simnpo or generic (person).")
     retain_loss: str = option("kl", "Retain loss: kl or nll.")
     retain_weight: float = option(1.0, "Weight a of the retain loss.", check=non_negative())
     beta: float = option(0.1, "NPO / SimNPO beta.", check=positive())

@@ -33,3 +33,10 @@ def answer_nll(model: Any, batch: dict) -> Any:
     """The mean answer-token NLL of a batch (what a relearning attacker minimises)."""
     logp, n = sequence_logps(model, batch)
     return -(logp.sum() / n.sum())
+
+
+def forget_logps(model: Any, batch: dict) -> tuple[Any, Any]:
+    """Like sequence_logps, over the focus tokens when the batch has them (else every answer
+    token): what a forget loss scores."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return sequence_logps_from_logits(logits, batch.get("focus_labels", batch["labels"]))

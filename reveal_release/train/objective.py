@@ -11,7 +11,7 @@ from reveal_release.train.adversary import ATTACKER_LORA, RelearnAdversary
 from reveal_release.train.config import ObjectiveConfig, OptimConfig
 from reveal_release.train.data import Example, batch_indices, collate, encode_rows
 from reveal_release.train.fake_quant import fake_quantized
-from reveal_release.train.logprobs import answer_nll, sequence_logps
+from reveal_release.train.logprobs import answer_nll, forget_logps
 from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
 
 
@@ -23,8 +23,16 @@ def reference_logps(model: Any, examples: Sequence[Example], pad_id: int, batch_
     with torch.no_grad(), model.disable_adapter():
         for lo in range(0, len(examples), batch_size):
             batch = collate(examples[lo : lo + batch_size], pad_id, model.device)
-            out.append(sequence_logps(model, batch)[0])
+            out.append(forget_logps(model, batch)[0])
     return torch.cat(out)
+
+
+def focused(examples: list[Example]) -> list[Example]:
+    """With focus spans, the examples that have focus tokens (an answer whose judge marked
+    nothing in it gives the forget loss nothing); all of them when none has a focus."""
+    if all(e.focus is None for e in examples):
+        return examples
+    return [e for e in examples if e.focus_tokens > 0]
 
 
 class UnlearnObjective:
@@ -50,7 +58,7 @@ class UnlearnObjective:
         self.forget_loss = FORGET_LOSSES.get(cfg.loss)()
         self.retain_loss = RETAIN_LOSSES.get(cfg.retain_loss)()
         rows = self.forget_loss.training_rows(forget_rows)
-        self.forget = encode_rows(tokenizer, rows, optim.max_length)
+        self.forget = focused(encode_rows(tokenizer, rows, optim.max_length))
         self.retain = encode_rows(tokenizer, retain_rows, optim.max_length)
         if not self.forget:
             raise RRError("the forget set has no usable answers: nothing to train on")
@@ -94,7 +102,7 @@ class UnlearnObjective:
         return idx, collate([examples[i] for i in idx], self.pad, self.model.device)
 
     def _forget(self, batch: dict, idx: list) -> Any:
-        logp, n = sequence_logps(self.model, batch)
+        logp, n = forget_logps(self.model, batch)
         ref = self.ref[idx] if self.ref is not None else None
         return self.forget_loss(logp, n, ref, self.cfg)
 

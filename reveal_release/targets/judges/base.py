@@ -27,6 +27,12 @@ class Judge(ABC):
     def score(self, texts: Sequence[str]) -> list[float]:
         """One score in [0, 1] per text."""
 
+    def spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]] | None:
+        """The character spans of each text that are the target itself (a person's name), for
+        a forget loss on those tokens alone; None: this judge cannot mark them (the whole
+        answer is the target)."""
+        return None
+
 
 JUDGES: Registry[type[Judge]] = Registry("judge")
 # Judges live in their own modules; importing them fills the registry.

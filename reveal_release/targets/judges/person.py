@@ -39,6 +39,31 @@ _PLACEHOLDER = re.compile(r"\[[^\]\n]{1,40}\]")
 _EXCLUDE = ["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"]
 
 
+def _unplaceholder(text: str) -> tuple[str, Any]:
+    """The text with placeholders replaced by "someone", and a map of its character offsets
+    back to the original's (an offset inside a replacement maps to the placeholder's end)."""
+    pieces, shifts, pos, moved = [], [], 0, 0
+    for m in _PLACEHOLDER.finditer(text):
+        pieces += [text[pos : m.start()], "someone"]
+        start = m.start() + moved
+        moved += len("someone") - (m.end() - m.start())
+        shifts.append((start, start + len("someone"), m.end(), moved))
+        pos = m.end()
+    pieces.append(text[pos:])
+
+    def where(offset: int) -> int:
+        back = 0
+        for lo, hi, end, total in shifts:
+            if offset < lo:
+                break
+            if offset < hi:
+                return end
+            back = total
+        return offset - back
+
+    return "".join(pieces), where
+
+
 @JUDGES.register("person")
 class PersonJudge(Judge):
     """Scores the rate of PERSON entities per sentence, scaled so dense naming scores 1."""
@@ -75,6 +100,17 @@ class PersonJudge(Judge):
     def _is_person(self, ent: Any) -> bool:
         text = ent.text.strip()
         return ent.label_ == "PERSON" and text[:1].isupper() and text.lower() not in self.ignore
+
+    def spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """The character spans of the PERSON mentions the score counts, in each original text."""
+        out = []
+        for text in texts:
+            clean, where = _unplaceholder(str(text))
+            doc = self.nlp(clean)
+            out.append(
+                [(where(e.start_char), where(e.end_char)) for e in doc.ents if self._is_person(e)]
+            )
+        return out
 
     def person_rates(self, texts: Sequence[str]) -> list[float]:
         """PERSON mentions per unit (sentence or non-empty line) for each text."""

@@ -21,6 +21,7 @@ class ForgetLoss(ABC):
 
     needs_reference: bool = False
     bounded: bool = True  # >= 0 and near 0 once forgotten, so convergence can end a round
+    needs_spans: bool = False  # it reads the judge's target spans (rows' `focus`)
 
     def training_rows(self, rows: Sequence[dict]) -> list[dict]:
         """The (prompt, response) rows this loss trains on (the forget rows themselves)."""

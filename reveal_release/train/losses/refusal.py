@@ -21,7 +21,10 @@ class Refusal(ForgetLoss):
 
     def training_rows(self, rows: Sequence[dict]) -> list[dict]:
         """The forget prompts paired with refusals."""
-        return [{**r, "response": REFUSALS[i % len(REFUSALS)]} for i, r in enumerate(rows)]
+        return [
+            {**r, "response": REFUSALS[i % len(REFUSALS)], "focus": None}
+            for i, r in enumerate(rows)
+        ]
 
     def __call__(self, logp, n, ref_logp, cfg):
         return -logp.sum() / n.sum().clamp(min=1)
