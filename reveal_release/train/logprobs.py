@@ -23,10 +23,11 @@ def sequence_logps_from_logits(logits: Any, labels: Any) -> tuple[Any, Any]:
     return (picked * mask).sum(-1), mask.sum(-1)
 
 
-def sequence_logps(model: Any, batch: dict) -> tuple[Any, Any]:
-    """(sum of answer-token log-probs, answer-token count) for each sequence of a batch."""
+def sequence_logps(model: Any, batch: dict, labels: str = "labels") -> tuple[Any, Any]:
+    """(sum of answer-token log-probs, answer-token count) for each sequence of a batch, over
+    the batch's `labels` entry."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return sequence_logps_from_logits(logits, batch["labels"])
+    return sequence_logps_from_logits(logits, batch[labels])
 
 
 def answer_nll(model: Any, batch: dict) -> Any:
@@ -38,5 +39,4 @@ def answer_nll(model: Any, batch: dict) -> Any:
 def forget_logps(model: Any, batch: dict) -> tuple[Any, Any]:
     """Like sequence_logps, over the focus tokens when the batch has them (else every answer
     token): what a forget loss scores."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return sequence_logps_from_logits(logits, batch.get("focus_labels", batch["labels"]))
+    return sequence_logps(model, batch, "focus_labels" if "focus_labels" in batch else "labels")

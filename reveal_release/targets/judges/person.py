@@ -101,12 +101,15 @@ class PersonJudge(Judge):
         text = ent.text.strip()
         return ent.label_ == "PERSON" and text[:1].isupper() and text.lower() not in self.ignore
 
+    def _docs(self, texts: Sequence[str]) -> Any:
+        """spaCy docs of the texts (placeholders already replaced), in batches."""
+        return self.nlp.pipe(texts, batch_size=self.batch_size, n_process=self.n_process)
+
     def spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         """The character spans of the PERSON mentions the score counts, in each original text."""
+        clean = [_unplaceholder(str(t)) for t in texts]
         out = []
-        for text in texts:
-            clean, where = _unplaceholder(str(text))
-            doc = self.nlp(clean)
+        for (_, where), doc in zip(clean, self._docs([c for c, _ in clean]), strict=True):
             out.append(
                 [(where(e.start_char), where(e.end_char)) for e in doc.ents if self._is_person(e)]
             )
@@ -114,8 +117,8 @@ class PersonJudge(Judge):
 
     def person_rates(self, texts: Sequence[str]) -> list[float]:
         """PERSON mentions per unit (sentence or non-empty line) for each text."""
-        texts = [_PLACEHOLDER.sub("someone", str(t)) for t in texts]
-        docs = self.nlp.pipe(texts, batch_size=self.batch_size, n_process=self.n_process)
+        texts = [_unplaceholder(str(t))[0] for t in texts]
+        docs = self._docs(texts)
         rates = []
         for text, doc in zip(texts, docs, strict=True):
             persons = sum(1 for ent in doc.ents if self._is_person(ent))
