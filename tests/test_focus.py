@@ -137,3 +137,17 @@ def test_generic_replacement_trains_on_the_answers_without_the_names(tiny_model)
     assert "met" in _decode(tiny_model.tokenizer, ex.labels)
     with pytest.raises(RRError, match="--loss generic needs a judge that marks the target"):
         FORGET_LOSSES.get("generic")().training_rows([{**ROWS[0], "focus": None}])
+
+
+def test_the_generic_loss_on_a_judge_that_marks_nothing_is_a_one_line_error(revealed, tmp_path):
+    from helpers import copy_run, run_rr
+
+    run = copy_run(revealed, tmp_path)
+    before = sorted(p.name for p in run.iterdir())
+    res = run_rr("release", "--run", str(run), "--loss", "generic", "--rounds", "1")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        "rr: error: --loss generic needs a judge that marks the target in answers (person); "
+        "the 'code' judge cannot: use --loss npo"
+    )
+    assert sorted(p.name for p in run.iterdir()) == before

@@ -22,6 +22,7 @@ from reveal_release.train import seeds
 from reveal_release.train.checkpoint import remove_state
 from reveal_release.train.loop import TrainResult
 from reveal_release.train.lora import apply_adapter, delta_weights, load_a_matrices
+from reveal_release.train.losses import FORGET_LOSSES
 
 Report = Callable[..., None]
 
@@ -134,6 +135,11 @@ class Rounds:
         self.forget0, self.retain = check_inputs(run, spec, cfg)
         self.update = UPDATES.get(cfg.update)
         self.judge = make_judge(spec.judge, **spec.judge_params)
+        if FORGET_LOSSES.get(cfg.loss).needs_spans and self.judge.spans(["-"]) is None:
+            raise RRError(
+                f"--loss {cfg.loss} needs a judge that marks the target in answers (person); "
+                f"the '{spec.judge}' judge cannot: use --loss npo"
+            )
         self.current = base  # M_k in full precision: every round trains on it
         self.earlier_a: list[dict] = []
         self.summary = ReleaseSummary(base={})
@@ -266,8 +272,6 @@ class Rounds:
     def focused(self, forget: list[dict]) -> list[dict]:
         """The forget rows with the judge's target spans (`focus`) when --focus auto or the
         loss needs them (generic) and the judge marks any; the rows unchanged otherwise."""
-        from reveal_release.train.losses import FORGET_LOSSES
-
         self.focus_spans = None
         if self.cfg.focus == "none" and not FORGET_LOSSES.get(self.cfg.loss).needs_spans:
             return forget
