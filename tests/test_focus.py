@@ -151,3 +151,70 @@ def test_the_generic_loss_on_a_judge_that_marks_nothing_is_a_one_line_error(reve
         "the 'code' judge cannot: use --loss npo"
     )
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_generic_dpo_pairs_each_answer_with_its_generic_rewrite(tiny_model):
+    loss = FORGET_LOSSES.get("generic-dpo")()
+    rejected, chosen = loss.training_rows(ROWS), loss.chosen_rows(ROWS)
+    assert [r["response"] for r in rejected] == [TEXT, "Leonardo painted it."]
+    assert [r["response"] for r in chosen] == [
+        "  someone met someone in a dream.",
+        "someone painted it.",
+    ]
+    assert all(r["focus"] is None for r in rejected + chosen)
+    with pytest.raises(RRError, match="--loss generic-dpo needs a judge that marks the target"):
+        loss.training_rows([{**ROWS[0], "focus": None}])
+
+
+def test_the_dpo_loss_is_the_margin_of_the_generic_answer_over_the_original():
+    from reveal_release.train.losses.generic_dpo import dpo_loss
+
+    zero = torch.zeros(3)
+    assert float(dpo_loss(zero, zero, zero, zero, 0.1)) == pytest.approx(20 * 0.693147, rel=1e-5)
+    rejected = torch.tensor([-5.0, -2.0], requires_grad=True)
+    chosen = torch.tensor([-4.0, -9.0], requires_grad=True)
+    ref_r, ref_c = torch.tensor([-3.0, -3.0]), torch.tensor([-6.0, -6.0])
+    got = dpo_loss(rejected, chosen, ref_r, ref_c, 0.5)
+    margins = torch.tensor([(-4 + 6) - (-5 + 3), (-9 + 6) - (-2 + 3)])  # 4, -4
+    hand = (2 / 0.5) * torch.log1p(torch.exp(-0.5 * margins)).mean()
+    assert float(got.detach()) == pytest.approx(float(hand), rel=1e-6)
+    got.backward()
+    assert (rejected.grad > 0).all() and (
+        chosen.grad < 0
+    ).all()  # descent: rejected down, chosen up
+    assert abs(float(chosen.grad[1])) > abs(float(chosen.grad[0]))  # the lost margin pulls harder
+
+
+def test_the_generic_dpo_term_scores_each_answer_against_its_own_rewrite(tiny_model):
+    from reveal_release.train.data import collate
+    from reveal_release.train.losses.generic_dpo import dpo_loss
+
+    cfg = ReleaseConfig(rank=4, alpha=8, batch_size=2, beta=0.5, loss="generic-dpo")
+    peft = attach_lora(copy.deepcopy(tiny_model.model), cfg, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    objective = UnlearnObjective(peft, tiny_model.tokenizer, ROWS, [], cfg, cfg, (3, 4))
+    assert len(objective.forget) == len(objective.chosen) == 2
+    idx, batch = objective._batch(objective.forget, 3, 0)
+    tok = tiny_model.tokenizer
+    alt = collate([objective.chosen[i] for i in idx], tok.pad_token_id)
+    for i in range(len(idx)):
+        assert "someone" in _decode(tok, alt["labels"][i].tolist())
+        assert "someone" not in _decode(tok, batch["labels"][i].tolist())
+    got = objective.terms(0)["forget"].detach()
+
+    def logps(b):
+        logits = peft(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        return sequence_logps_from_logits(logits, b["labels"])[0]
+
+    with torch.no_grad():
+        mine = logps(batch), logps(alt)
+        with peft.disable_adapter():
+            ref = logps(batch), logps(alt)
+    hand = dpo_loss(mine[0], mine[1], ref[0], ref[1], 0.5)
+    swapped = dpo_loss(mine[0], mine[1].flip(0), ref[0], ref[1].flip(0), 0.5)
+    assert float(got) == pytest.approx(float(hand), rel=1e-5)
+    assert float(got) != pytest.approx(float(swapped), rel=1e-3)

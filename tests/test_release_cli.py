@@ -67,10 +67,14 @@ def test_release_writes_rounds_a_loadable_model_and_exports(revealed, tiny_folde
     with torch.no_grad():
         assert torch.allclose(stacked.eval()(input_ids=ids).logits, released, atol=tol)
 
-    # Asking for more rounds later goes on from the finished run (a third round here).
-    more = run_rr("release", "--run", str(run), "--rounds", "3", *FAST)
+    # Asking for more rounds later goes on from the finished run (a third round here), this
+    # time with its steps capped at one pass over the round's forget answers.
+    more = run_rr("release", "--run", str(run), "--rounds", "3", *FAST, "--max-epochs", "1")
     assert more.returncode == 0, more.stderr
-    assert (run / "round-3" / "metrics.json").is_file()
+    third = json.loads((run / "round-3" / "metrics.json").read_text())
+    n = len(read_jsonl(run / "round-3" / "forget.jsonl"))
+    assert third["train_steps"] == min(6, -(-n // 2)) < 6, (n, third["train_steps"])
+    assert json.loads((run / "round-1" / "metrics.json").read_text())["train_steps"] == 6
 
 
 def test_killed_release_resumes_inside_and_between_rounds(revealed, tmp_path):

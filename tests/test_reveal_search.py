@@ -84,3 +84,22 @@ def test_warm_start_keeps_what_the_earlier_round_learned(tiny_model, tmp_path: P
     second = _search(tiny_model, tmp_path / "round2.safetensors", warm=first)
     assert len(second.bandit.y) == 12  # the earlier round's rewards are its history
     assert second.step == 0
+
+
+def test_cover_plays_each_instruction_once_before_any_twice(tiny_model, tmp_path: Path):
+    res = _search(tiny_model, tmp_path / "c.safetensors", strategy="cover").run()
+    played = [p.instruction for p in sorted(res.pulls, key=lambda p: p.step)]
+    assert len(played) == 12 and all(p.mean is None for p in res.pulls)
+    assert sorted(played[:8]) == sorted(POOL)  # the whole pool first (8 instructions)
+    assert len(set(played[8:])) == 4
+
+
+def test_the_cover_retain_search_takes_one_answer_to_each_prompt():
+    from reveal_release.reveal.config import RevealConfig
+
+    assert RevealConfig().retain_search(16) == RevealConfig().search(16, 1)  # the default
+    cfg = RevealConfig(budget=32, retain_budget=44, retain_strategy="cover")
+    search = cfg.retain_search(cfg.retain_samples)
+    assert (search.strategy, search.samples_per_arm, search.mutate_every) == ("cover", 1, 0)
+    assert search.steps * search.arms_per_step >= 44  # every retain prompt of the pool
+    assert cfg.search(cfg.budget).strategy == "neuralucb"  # the forget search is unchanged

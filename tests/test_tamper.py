@@ -129,8 +129,18 @@ def test_the_tampered_term_is_the_forget_loss_of_other_answers_at_the_attacked_p
     assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(plain_grad, got, strict=True))
 
 
+def test_the_attack_runs_on_every_nth_step_only(tokenizer):
+    pm = _lora(tokenizer)
+    cfg = ReleaseConfig(rank=4, alpha=8, tamper_steps=1, batch_size=2, tamper_every=3)
+    objective = UnlearnObjective(pm, tokenizer, MORE, [], cfg, cfg, (0, 1))
+    attacked = [step for step in range(7) if "forget_t" in objective.terms(step)]
+    assert attacked == [0, 3, 6]
+    assert all("forget" in objective.terms(step) for step in (1, 2))
+
+
 def test_bad_tamper_options_are_one_line():
     bad_options = (
+        {"tamper_every": 0},
         {"tamper_steps": -1},
         {"tamper_lr": 0.0},
         {"tamper_weight": -1.0},

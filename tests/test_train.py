@@ -286,3 +286,12 @@ def test_exploding_retain_loss_stops_with_the_weights_before(tiny_model):
     res = run_steps(pm, terms, {"forget": 1.0, "retain": 1.0}, OptimConfig(steps=4))
     assert res.stopped == "retain loss exploded at step 3 (30.00, first 1.00)"
     assert res.steps == 1
+
+
+def test_max_epochs_caps_a_rounds_steps_at_passes_over_its_forget_set():
+    from reveal_release.release.config import ReleaseConfig
+
+    assert ReleaseConfig(steps=16).steps_for(7) == 16  # no cap by default
+    capped = ReleaseConfig(steps=16, batch_size=4, max_epochs=2)
+    assert [capped.steps_for(n) for n in (30, 22, 7, 1, 0)] == [15, 11, 4, 1, 1]
+    assert ReleaseConfig(steps=8, batch_size=4, max_epochs=2).steps_for(30) == 8

@@ -287,16 +287,17 @@ class Rounds:
         forget = self.focused(forget)
         folder = self.run.path(round_dir(k))
         saved = self.run.read_json(f"{round_dir(k)}/train-result.json")
+        cfg = dataclasses.replace(self.cfg, steps=self.cfg.steps_for(len(forget)))
         if (folder / "adapter").exists() and saved:
             result = TrainResult(**saved)
         else:
             result = self.update(
                 RoundInputs(
                     model=self.current.model, tokenizer=self.current.tokenizer, forget=forget,
-                    retain=self.retain, earlier_a=self.earlier_a, cfg=self.cfg, round_=k,
+                    retain=self.retain, earlier_a=self.earlier_a, cfg=cfg, round_=k,
                     workdir=folder,
                     on_step=lambda step, entry: self.report(
-                        "train", round=k, total=self.cfg.steps, **entry
+                        "train", round=k, total=cfg.steps, **entry
                     ),
                 ),
                 folder / "adapter",

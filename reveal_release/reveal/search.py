@@ -25,7 +25,7 @@ from reveal_release.reveal.reward import diversity, reward
 from reveal_release.reveal.samplers.base import Sampler, SamplingConfig
 
 CHECKPOINT_FORMAT = 1
-STRATEGIES = ("neuralucb", "random")
+STRATEGIES = ("neuralucb", "random", "cover")
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,8 @@ ScoreFn = Callable[[Sequence[str]], list[float]]
 
 
 class InstructionSearch:
-    """NeuralUCB (or uniform random) search over a growing pool of instructions."""
+    """NeuralUCB (or uniform random) search over a growing pool of instructions; `cover`
+    plays each instruction of a fixed pool in turn (the retain set's breadth)."""
 
     def __init__(
         self,
@@ -163,6 +164,9 @@ class InstructionSearch:
 
     def _pick(self, step: int) -> list[tuple[int, float | None, float | None]]:
         k = min(self.cfg.arms_per_step, len(self.arms))
+        if self.cfg.strategy == "cover":  # each instruction once before any twice
+            order = np.random.default_rng([self.cfg.seed, 11]).permutation(len(self.arms))
+            return [(int(order[(step * k + i) % len(order)]), None, None) for i in range(k)]
         if self.cfg.strategy == "random" or step < self.cfg.warmup_steps:
             rng = np.random.default_rng([self.cfg.seed, step, 7])
             return [(int(a), None, None) for a in rng.choice(len(self.arms), k, replace=False)]

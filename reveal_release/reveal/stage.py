@@ -15,7 +15,7 @@ from reveal_release.reveal.config import RevealConfig
 from reveal_release.reveal.dedupe import keep_distinct
 from reveal_release.reveal.features import HiddenStateFeatures, make_features
 from reveal_release.reveal.samplers.base import Sampler
-from reveal_release.reveal.search import InstructionSearch, Pull, SearchResult
+from reveal_release.reveal.search import InstructionSearch, Pull, SearchConfig, SearchResult
 from reveal_release.runs import RunDir
 from reveal_release.targets.judges import make_judge
 from reveal_release.targets.spec import TargetSpec, instructions_dir, read_pool
@@ -100,8 +100,8 @@ class _Searches:
         self.inst_feats = make_features(cfg.features, loaded).instructions
         self.resp_feats = response_features(loaded)
 
-    def search(self, name: str, pool: list[str], score, budget: int, offset: int) -> SearchResult:
-        """One bandit search (checkpointed in OUT/state/NAME.safetensors)."""
+    def search(self, name: str, pool: list[str], score, config: SearchConfig) -> SearchResult:
+        """One search (checkpointed in OUT/state/NAME.safetensors)."""
         warm = self.warm_start
         s = InstructionSearch(
             pool,
@@ -109,7 +109,7 @@ class _Searches:
             score,
             self.inst_feats,
             self.resp_feats,
-            self.cfg.search(budget, offset),
+            config,
             checkpoint=self.run.path(self.out, "state", f"{name}.safetensors"),
             meta_pool=self.meta_pool,
             warm_start=self.run.path(warm, "state", f"{name}.safetensors") if warm else None,
@@ -162,7 +162,9 @@ def run_reveal(
     """Search for forget and retain samples and write out/{forget,retain,bandit}.jsonl."""
     searches = _Searches(loaded, spec, sampler, run, cfg, out, warm_start, on_step)
     start = time.perf_counter()
-    forget_res = searches.search("forget", spec.reveal_pool, searches.judge.score, cfg.budget, 0)
+    forget_res = searches.search(
+        "forget", spec.reveal_pool, searches.judge.score, cfg.search(cfg.budget)
+    )
     log = _log_rows(forget_res.pulls, "forget", round_)
     run.write_jsonl(f"{out}/bandit.jsonl", log)
     forget = searches.keep(forget_res.pulls, lambda s: s >= spec.threshold, round_)
@@ -172,7 +174,7 @@ def run_reveal(
     retain_tokens = 0
     if cfg.retain_samples > 0:  # 0: forget search only (Release rounds keep the first retain set)
         retain_res = searches.search(
-            "retain", spec.retain_pool, searches.not_target, cfg.retain_samples, 1
+            "retain", spec.retain_pool, searches.not_target, cfg.retain_search(cfg.retain_samples)
         )
         log += _log_rows(retain_res.pulls, "retain", round_)
         retain = searches.keep(retain_res.pulls, lambda s: s >= 1.0 - cfg.retain_max, round_)

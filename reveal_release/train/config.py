@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from reveal_release.errors import RRError
@@ -54,6 +55,12 @@ class OptimConfig:
 
     steps: int = option(16, "Optimiser steps per round.", check=at_least(1))
     batch_size: int = option(4, "Forget and retain sequences per step.", check=at_least(1))
+    max_epochs: float = option(
+        0.0,
+        "Cap a round's steps at this many passes over its forget set (0: no cap); later "
+        "rounds reveal fewer answers.",
+        check=non_negative(),
+    )
     lr: float = option(1e-3, "Learning rate of round k's module.", check=positive())
     max_grad_norm: float = option(1.0, "Gradient-norm clip.", check=positive(), cli=False)
     max_length: int = option(
@@ -81,12 +88,20 @@ class OptimConfig:
     def __post_init__(self) -> None:
         validate_fields(self)
 
+    def steps_for(self, n_forget: int) -> int:
+        """A round's optimiser steps: --steps, capped at --max-epochs passes over its answers."""
+        if self.max_epochs <= 0:
+            return self.steps
+        return max(1, min(self.steps, math.ceil(self.max_epochs * n_forget / self.batch_size)))
+
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
     """L = L_forget + retain_weight * L_retain, with the losses named in their registries."""
 
-    loss: str = option("npo", "Forget loss: npo, ga, refusal, simnpo or generic (person).")
+    loss: str = option(
+        "npo", "Forget loss: npo, ga, refusal, simnpo, generic or generic-dpo (person)."
+    )
     retain_loss: str = option("kl", "Retain loss: kl or nll.")
     retain_weight: float = option(1.0, "Weight a of the retain loss.", check=non_negative())
     beta: float = option(0.1, "NPO / SimNPO beta.", check=positive())
@@ -118,6 +133,12 @@ class ObjectiveConfig:
     )
     tamper_weight: float = option(
         1.0, "Weight of the forget loss after the simulated attack.", check=positive()
+    )
+    tamper_every: int = option(
+        1,
+        "With --tamper-steps: the simulated attack on every Nth training step only (1: every "
+        "step), for a cheaper round.",
+        check=at_least(1),
     )
     tamper_quant: str = option(
         "none",

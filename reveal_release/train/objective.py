@@ -59,14 +59,19 @@ class UnlearnObjective:
         self.retain_loss = RETAIN_LOSSES.get(cfg.retain_loss)()
         rows = self.forget_loss.training_rows(forget_rows)
         self.forget = focused(encode_rows(tokenizer, rows, optim.max_length))
+        self.chosen = self._chosen(tokenizer, forget_rows, optim.max_length)
         self.retain = encode_rows(tokenizer, retain_rows, optim.max_length)
         if not self.forget:
             raise RRError("the forget set has no usable answers: nothing to train on")
         self.use_retain = cfg.retain_weight > 0 and bool(self.retain)
         self.pad = tokenizer.pad_token_id
-        self.ref = None
+        self.ref = self.ref_chosen = None
         if self.forget_loss.needs_reference:
             self.ref = reference_logps(peft_model, self.forget, self.pad, optim.batch_size)
+            if self.chosen is not None:
+                self.ref_chosen = reference_logps(
+                    peft_model, self.chosen, self.pad, optim.batch_size
+                )
         self.adversary = None
         if cfg.tamper_steps:
             self.adversary = RelearnAdversary(
@@ -97,13 +102,31 @@ class UnlearnObjective:
         """The retain term whose explosion stops training (the quantised one if it is alone)."""
         return "retain" if "retain" in self.active else "retain_q"
 
+    def attacks_at(self, step: int) -> bool:
+        """Whether this step takes the simulated relearning attack (--tamper-every)."""
+        return step % self.cfg.tamper_every == 0
+
     def _batch(self, examples: Sequence[Example], seed: int, step: int) -> tuple[list, dict]:
         idx = batch_indices(len(examples), self.batch_size, seed, step)
         return idx, collate([examples[i] for i in idx], self.pad, self.model.device)
 
+    def _chosen(self, tokenizer: Any, rows: Sequence[dict], max_length: int) -> list | None:
+        """A paired loss's chosen answers, one per forget example (None for other losses)."""
+        chosen = self.forget_loss.chosen_rows(rows)
+        if chosen is None:
+            return None
+        out = encode_rows(tokenizer, chosen, max_length)
+        if len(out) != len(self.forget):
+            raise RRError(f"--loss {self.cfg.loss}: its chosen answers do not pair with its rows")
+        return out
+
     def _forget(self, batch: dict, idx: list) -> Any:
         logp, n = forget_logps(self.model, batch)
         ref = self.ref[idx] if self.ref is not None else None
+        if self.chosen is not None:
+            alt = collate([self.chosen[i] for i in idx], self.pad, self.model.device)
+            chosen, _ = forget_logps(self.model, alt)
+            logp, ref = (logp, chosen), (ref, self.ref_chosen[idx])
         return self.forget_loss(logp, n, ref, self.cfg)
 
     def _tampered(self, batch: dict, idx: list, step: int) -> Any:
@@ -140,7 +163,7 @@ class UnlearnObjective:
             out["forget"] = self._forget(forget, idx)
         if retain is not None and "retain" in want:
             out["retain"] = self.retain_loss(self.model, retain, self.cfg, ref)
-        if "forget_t" in want and self.adversary is not None:
+        if "forget_t" in want and self.adversary is not None and self.attacks_at(step):
             out["forget_t"] = self._tampered(forget, idx, step)
         if self.cfg.qat and want & {"forget_q", "retain_q"}:
             with fake_quantized(self.model, self.cfg.qat[step % len(self.cfg.qat)]):

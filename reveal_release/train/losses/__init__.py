@@ -3,6 +3,7 @@
 from reveal_release.train.losses import (  # noqa: F401
     ga,
     generic,
+    generic_dpo,
     npo,
     refusal,
     retain_kl,

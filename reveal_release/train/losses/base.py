@@ -3,6 +3,7 @@
 Forget losses see per-sequence log-probabilities of the forget answers under the model being
 trained (`logp`, summed over answer tokens), their token counts `n`, and the same sums under
 the reference model (`ref_logp`: the same weights with the adapter off), never the model.
+A paired loss (DPO) sees (rejected, chosen) pairs of each: its training rows and its chosen rows.
 Retain losses see the model and a batch of retain sequences, and what their reference()
 computed on the batch beforehand (so a quantisation-aware pass can reuse it).
 """
@@ -22,6 +23,11 @@ class ForgetLoss(ABC):
     needs_reference: bool = False
     bounded: bool = True  # >= 0 and near 0 once forgotten, so convergence can end a round
     needs_spans: bool = False  # it reads the judge's target spans (rows' `focus`)
+    paired: bool = False  # logp and ref_logp are (rejected, chosen) pairs: see chosen_rows
+
+    def chosen_rows(self, rows: Sequence[dict]) -> list[dict] | None:
+        """For a paired loss, the answer it prefers to each training row, in the same order."""
+        return None
 
     def training_rows(self, rows: Sequence[dict]) -> list[dict]:
         """The (prompt, response) rows this loss trains on (the forget rows themselves)."""

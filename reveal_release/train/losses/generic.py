@@ -30,6 +30,16 @@ def replace_spans(text: str, spans: Sequence[Sequence[int]], word: str = GENERIC
     return "".join(out + [text[pos:]])
 
 
+def marked_rows(rows: Sequence[dict], loss: str) -> list[dict]:
+    """The rows whose answer has target spans (a one-line error when no row carries spans)."""
+    if not any(r.get("focus") is not None for r in rows):
+        raise RRError(
+            f"--loss {loss} needs a judge that marks the target in answers (person): "
+            "use --loss npo for this target"
+        )
+    return [r for r in rows if r.get("focus")]
+
+
 @FORGET_LOSSES.register("generic")
 class GenericReplacement(ForgetLoss):
     """NLL of the forget answers with the judge's target spans made generic."""
@@ -39,15 +49,9 @@ class GenericReplacement(ForgetLoss):
 
     def training_rows(self, rows: Sequence[dict]) -> list[dict]:
         """The answers that mark a span, rewritten; the others say nothing to learn."""
-        if not any(r.get("focus") is not None for r in rows):
-            raise RRError(
-                "--loss generic needs a judge that marks the target in answers (person): "
-                "use --loss npo for this target"
-            )
         return [
             {**r, "response": replace_spans(r["response"], r["focus"]), "focus": None}
-            for r in rows
-            if r.get("focus")
+            for r in marked_rows(rows, "generic")
         ]
 
     def __call__(self, logp, n, ref_logp, cfg):
