@@ -78,7 +78,9 @@ def test_npo_matches_its_formula():
 
 
 def test_unknown_loss_names_the_choices():
-    with pytest.raises(RRError, match="unknown forget loss 'nope': choose one of ga, generic, npo"):
+    with pytest.raises(
+        RRError, match="unknown forget loss 'nope': choose one of ga, generic, generic-dpo, npo"
+    ):
         FORGET_LOSSES.get("nope")
     with pytest.raises(RRError, match="unknown retain loss"):
         RETAIN_LOSSES.get("nope")
@@ -248,7 +250,10 @@ def test_answer_logprobs_equal_cross_entropy_bit_for_bit(tiny_model):
         ({"stop_rate": 1.5}, "--stop-rate must be in [0, 1]"),
         ({"probe_limit": -1}, "--probes must be >= 0"),
         ({"target_modules": ()}, "--target-modules needs at least one value"),
-        ({"loss": "nope"}, "unknown forget loss 'nope': choose one of ga, generic, npo, refusal"),
+        (
+            {"loss": "nope"},
+            "unknown forget loss 'nope': choose one of ga, generic, generic-dpo, npo, refusal",
+        ),
         ({"update": "x"}, "unknown update rule 'x': choose one of lora, r2f"),
         ({"update": "r2f"}, "--update r2f needs --decoder PATH"),
     ],
