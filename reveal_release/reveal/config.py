@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reveal_release.options import at_least, fraction, non_negative, one_of, option
 from reveal_release.options import validate as validate_fields
@@ -68,18 +68,10 @@ class RevealConfig:
         wider one held utility through more rounds; cover is opt-in until code and Harry Potter
         are measured with it.
         """
+        bandit = self.search(budget, 1)
         if self.retain_strategy == "bandit":
-            return self.search(budget, 1)
-        return SearchConfig(
-            budget=budget,
-            samples_per_arm=1,
-            arms_per_step=8,
-            mutate_every=0,
-            strategy="cover",
-            seed=self.seed + 1,
-            diversity_weight=self.diversity_weight,
-            max_new_tokens=self.max_new_tokens,
-        )
+            return bandit
+        return replace(bandit, strategy="cover", samples_per_arm=1, arms_per_step=8, mutate_every=0)
 
     @property
     def retain_samples(self) -> int:

@@ -23,10 +23,10 @@ class ForgetLoss(ABC):
     needs_reference: bool = False
     bounded: bool = True  # >= 0 and near 0 once forgotten, so convergence can end a round
     needs_spans: bool = False  # it reads the judge's target spans (rows' `focus`)
-    paired: bool = False  # logp and ref_logp are (rejected, chosen) pairs: see chosen_rows
 
     def chosen_rows(self, rows: Sequence[dict]) -> list[dict] | None:
-        """For a paired loss, the answer it prefers to each training row, in the same order."""
+        """For a paired loss, the answer it prefers to each training row, in the same order
+        (None: not paired; a paired loss's logp and ref_logp are (rejected, chosen) pairs)."""
         return None
 
     def training_rows(self, rows: Sequence[dict]) -> list[dict]:

@@ -40,6 +40,14 @@ def marked_rows(rows: Sequence[dict], loss: str) -> list[dict]:
     return [r for r in rows if r.get("focus")]
 
 
+def generic_rows(rows: Sequence[dict], loss: str) -> list[dict]:
+    """The marked rows with their spans replaced by the generic word (focus dropped)."""
+    return [
+        {**r, "response": replace_spans(r["response"], r["focus"]), "focus": None}
+        for r in marked_rows(rows, loss)
+    ]
+
+
 @FORGET_LOSSES.register("generic")
 class GenericReplacement(ForgetLoss):
     """NLL of the forget answers with the judge's target spans made generic."""
@@ -49,10 +57,7 @@ class GenericReplacement(ForgetLoss):
 
     def training_rows(self, rows: Sequence[dict]) -> list[dict]:
         """The answers that mark a span, rewritten; the others say nothing to learn."""
-        return [
-            {**r, "response": replace_spans(r["response"], r["focus"]), "focus": None}
-            for r in marked_rows(rows, "generic")
-        ]
+        return generic_rows(rows, "generic")
 
     def __call__(self, logp, n, ref_logp, cfg):
         return -logp.sum() / n.sum().clamp(min=1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reveal_release.train.losses.base import FORGET_LOSSES, ForgetLoss
-from reveal_release.train.losses.generic import marked_rows, replace_spans
+from reveal_release.train.losses.generic import generic_rows, marked_rows
 
 
 def dpo_loss(rejected, chosen, ref_rejected, ref_chosen, beta: float):
@@ -31,7 +31,6 @@ class GenericDPO(ForgetLoss):
 
     needs_reference = True
     needs_spans = True
-    paired = True
 
     def training_rows(self, rows: Sequence[dict]) -> list[dict]:
         """The answers that mark a span (the rejected side), scored over every answer token."""
@@ -39,10 +38,7 @@ class GenericDPO(ForgetLoss):
 
     def chosen_rows(self, rows: Sequence[dict]) -> list[dict]:
         """The same answers with their spans made generic, in the same order."""
-        return [
-            {**r, "response": replace_spans(r["response"], r["focus"]), "focus": None}
-            for r in marked_rows(rows, "generic-dpo")
-        ]
+        return generic_rows(rows, "generic-dpo")
 
     def __call__(self, logp, n, ref_logp, cfg):
         (rejected, chosen), (ref_rejected, ref_chosen) = logp, ref_logp
