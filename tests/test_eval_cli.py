@@ -33,6 +33,7 @@ def test_eval_of_a_released_run_writes_the_report_and_caches(released):
         # Threshold 0: every answer counts as revealing, so every rate is exactly 1.
         assert model["heldout"]["n"] == 3 and model["heldout"]["rate"] == 1.0
         assert model["utility"]["qa_n"] == 4 and model["utility"]["perplexity"] > 1
+        assert model["utility"]["qa_left_out"] == []  # no general question is about code
         # The random model's answers can be empty: then there is no NLL (None, never NaN).
         assert model["fluency"]["nll_under_base"] is None or model["fluency"]["nll_under_base"] > 0
     assert set(m["attacks"]) == set(ALL_ATTACKS)

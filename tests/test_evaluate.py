@@ -245,6 +245,15 @@ def _stored_metrics() -> dict:
     }  # fmt: skip
 
 
+def test_report_names_the_general_questions_left_out_as_the_targets_own(tmp_path):
+    m = _stored_metrics()
+    for model in m["models"].values():
+        model["utility"]["qa_left_out"] = ["Who wrote Romeo and Juliet?"]
+    (tmp_path / "metrics.json").write_text(json.dumps(m))
+    md = report_from_file(tmp_path / "metrics.json")["markdown"].read_text()
+    assert "| general QA accuracy (utility; 1 about the target left out) | 0.500 | 0.500 |" in md
+
+
 def test_report_builds_from_stored_metrics_without_a_model(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps(_stored_metrics()))
     paths = report_from_file(tmp_path / "metrics.json")

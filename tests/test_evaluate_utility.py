@@ -11,7 +11,7 @@ import pytest
 from reveal_release.errors import RRError
 from reveal_release.metrics.perplexity import perplexity, plain_text
 from reveal_release.metrics.probes import reveal_rate
-from reveal_release.metrics.qa import answer_matches, load_qa, qa_accuracy
+from reveal_release.metrics.qa import answer_matches, load_qa, qa_accuracy, retain_items
 from reveal_release.targets.spec import load_target
 
 
@@ -38,6 +38,31 @@ def test_qa_set_is_80_distinct_non_coding_questions():
         assert all(a and a == a.lower() for a in it.answers)
     words = " ".join(it.question.lower() for it in items)
     assert not any(w in words for w in ("python", "code", "program", "function"))
+
+
+def test_retain_questions_leave_out_only_those_about_the_target():
+    person = load_target("person")
+    kept, left = retain_items(person.tags())
+    assert [it.question for it in left] == [
+        "Who wrote Romeo and Juliet?",
+        "Who painted the Mona Lisa?",
+        "Who was the first president of the United States?",
+    ]
+    assert len(kept) == 77 and not {q.question for q in left} & {q.question for q in kept}
+    for name in ("code", "toxicity"):
+        kept, left = retain_items(load_target(name).tags())
+        assert len(kept) == 80 and left == []
+    kept, left = retain_items(person.tags(), limit=10)
+    assert [it.question for it in kept] == [it.question for it in load_qa() if not it.about][:10]
+
+
+def test_a_question_file_with_a_bad_about_list_is_a_one_line_error(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text('{"question": "Q?", "answers": ["a"], "about": "person"}\n', encoding="utf-8")
+    with pytest.raises(RRError, match="line 1 is not a question record"):
+        load_qa(path)
+    path.write_text('{"question": "Q?", "answers": ["a"], "about": ["person"]}\n', encoding="utf-8")
+    assert load_qa(path)[0].about == ("person",)
 
 
 def test_plain_text_is_prose_of_about_1500_words():
@@ -126,3 +151,14 @@ def test_qa_questions_are_in_no_instruction_pool():
         lines = [ln for ln in pool.read_text().splitlines() if ln and not ln.startswith("#")]
         shared = [ln for ln in lines if norm(ln) in questions]
         assert not shared, f"{pool} holds QA questions: {shared}"
+
+
+def test_a_rounds_measurement_scores_retain_qa_without_the_targets_own_questions(tiny_model):
+    from reveal_release.release.measure import measure
+    from reveal_release.targets.judges import make_judge
+
+    spec = load_target("person")
+    judge = make_judge(spec.judge, **spec.judge_params)
+    m = measure(tiny_model, spec, judge, max_new_tokens=4, probe_limit=2, qa_limit=0)
+    assert m["retain_n"] == 77 and len(m["retain_left_out"]) == 3
+    assert "Who painted the Mona Lisa?" in m["retain_left_out"]

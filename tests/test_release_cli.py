@@ -281,3 +281,77 @@ def test_a_release_handed_out_on_a_grid_keeps_it_and_resumes_to_the_same_model(
     # The adapters are the full-precision release: the export says which one to deploy.
     res = run_rr("export", "--run", str(run), "--out", str(tmp_path / "a"), "--format", "adapters")
     assert res.returncode == 0 and "note: the adapters are the full-precision release" in res.stderr
+
+
+def test_shrink_tries_smaller_parts_of_a_rounds_update_and_keeps_the_first_within_budget(
+    revealed, tmp_path
+):
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from reveal_release.models import load_model
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.release.rounds import Rounds, run_release
+    from reveal_release.runs import RunDir
+    from reveal_release.targets.spec import load_target
+    from reveal_release.train.lora import delta_weights
+
+    run = copy_run(revealed, tmp_path)
+    reveal_cfg = RunDir.load(run).manifest["stages"]["reveal"]["config"]
+    spec = load_target(reveal_cfg["target"])
+    w0 = {k: v.clone() for k, v in load_model(reveal_cfg["model"]).model.state_dict().items()}
+    # A budget no model meets: every part is tried, none fits, round 1 is kept as trained.
+    cfg = ReleaseConfig(
+        rounds=1, steps=4, batch_size=2, probe_limit=3, qa_limit=4, reveal_budget=4,
+        max_ppl_ratio=1e-6, shrink=(0.5,),
+    )  # fmt: skip
+    summary = run_release(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg)
+    assert "utility budget spent in round 1" in summary.stop_reason
+    m1 = json.loads((run / "round-1" / "metrics.json").read_text())
+    assert [t["fraction"] for t in m1["shrink_tries"]] == [1.0, 0.5]
+    assert m1["update_fraction"] == 1.0
+    delta = delta_weights(run / "round-1" / "adapter", cfg.scaling)
+    names = {key: key.removeprefix("base_model.model.") + ".weight" for key in delta}
+    assert delta and max(float(d.abs().max()) for d in delta.values()) > 0
+
+    def expect(state: dict, fraction: float) -> None:
+        for key, d in delta.items():
+            want = w0[names[key]] + fraction * d
+            assert torch.allclose(state[names[key]], want, atol=1e-6), (names[key], fraction)
+
+    expect(load_file(str(run / "model" / "model.safetensors")), 1.0)
+    # A resumed release rebuilds a round at the part of its update it kept.
+    rounds = Rounds(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg, None, "hf")
+    rounds.resume(1, {"round": 1, "trained": True, "update_fraction": 0.25})
+    expect(rounds.current.model.state_dict(), 0.25)
+    # Contract (the measurement faked, the weights real): the first part within budget stays.
+    rounds = Rounds(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg, None, "hf")
+    rounds.merge(1)
+    verdicts = iter(["budget", ""])
+    shrunk = rounds.shrink(
+        1,
+        {"stop_kind": "budget", "ppl_ratio": 2.0},
+        lambda: {"stop_kind": next(verdicts), "ppl_ratio": 1.0},
+    )
+    rounds.cfg = dataclasses.replace(cfg, shrink=(0.5, 0.25))
+    assert shrunk["update_fraction"] == 1.0  # cfg.shrink was (0.5,): that part spent it too
+    expect(rounds.current.model.state_dict(), 1.0)
+    verdicts = iter(["budget", ""])
+    shrunk = rounds.shrink(1, {"stop_kind": "budget"}, lambda: {"stop_kind": next(verdicts)})
+    assert shrunk["update_fraction"] == 0.25
+    assert [t["fraction"] for t in shrunk["shrink_tries"]] == [1.0, 0.5, 0.25]
+    expect(rounds.current.model.state_dict(), 0.25)
+
+
+def test_shrink_takes_fractions_between_0_and_1():
+    from reveal_release.errors import RRError
+    from reveal_release.release.config import ReleaseConfig, parse_fractions
+
+    assert parse_fractions("0.5, 0.25") == (0.5, 0.25) and parse_fractions("none") == ()
+    with pytest.raises(RRError, match="fractions such as"):
+        parse_fractions("half")
+    with pytest.raises(RRError, match="between 0 and 1"):
+        ReleaseConfig(shrink=(1.5,))
+    out = run_rr("release", "--run", "/nonexistent-run", "--shrink", "0,0.5")
+    assert out.returncode == 2 and "between 0 and 1" in out.stderr

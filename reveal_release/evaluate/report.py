@@ -28,11 +28,17 @@ def summary_rows(m: dict[str, Any]) -> list[list[str]]:
     """Before/after rows: metric, base, evaluated model."""
     models = m.get("models", {})
     cols = [k for k in ("base", "released") if k in models]
+    left = max((len(models[c]["utility"].get("qa_left_out", [])) for c in cols), default=0)
+    qa_name = (
+        f"general QA accuracy (utility; {left} about the target left out)"
+        if left
+        else "general QA accuracy (utility)"
+    )
     getters = [
         ("held-out reveal rate (lower: forgotten)", lambda x: x["heldout"]["rate"]),
         ("held-out mean judge score", lambda x: x["heldout"]["mean_score"]),
         ("target knowledge QA accuracy", lambda x: x["knowledge"].get("accuracy")),
-        ("general QA accuracy (utility)", lambda x: x["utility"]["qa_accuracy"]),
+        (qa_name, lambda x: x["utility"]["qa_accuracy"]),
         ("perplexity on plain text", lambda x: x["utility"]["perplexity"]),
         ("repetition rate of answers", lambda x: x["fluency"]["repetition_rate"]),
         ("answers' NLL under the base model", lambda x: x["fluency"].get("nll_under_base")),

@@ -36,7 +36,7 @@ def _model_metrics(
     from reveal_release.metrics.knowledge import topic_qa_items
     from reveal_release.metrics.perplexity import perplexity
     from reveal_release.metrics.probes import reveal_rate
-    from reveal_release.metrics.qa import load_qa, qa_accuracy
+    from reveal_release.metrics.qa import qa_accuracy, retain_items
 
     fp = model_key(loaded)
     gen = signature([s.max_new_tokens, s.probe_limit, s.qa_limit])
@@ -60,13 +60,20 @@ def _model_metrics(
         cache.get(f"{fp}|knowledge|{qa_sig}", knowledge) if items else {"skipped": why}
     )
 
+    qa_items, left_out = retain_items(inp.spec.tags(), s.qa_limit)
+
     def utility() -> dict[str, Any]:
         say(f"{key}: utility (general QA, perplexity)")
-        qa_items = load_qa()
-        r = qa_accuracy(loaded, qa_items[: s.qa_limit] if s.qa_limit else qa_items)
-        return {"qa_accuracy": r.accuracy, "qa_n": r.total, "perplexity": perplexity(loaded)}
+        r = qa_accuracy(loaded, qa_items)
+        return {
+            "qa_accuracy": r.accuracy,
+            "qa_n": r.total,
+            "qa_left_out": [it.question for it in left_out],
+            "perplexity": perplexity(loaded),
+        }
 
-    out["utility"] = cache.get(f"{fp}|utility|{gen}", utility)
+    util_sig = signature([gen, [it.question for it in qa_items]])
+    out["utility"] = cache.get(f"{fp}|utility|{util_sig}", utility)
     out["fluency"] = _fluency(out["heldout"]["rows"], inp.base, f"{fp}|nll-under", gen, cache)
     return out
 
@@ -238,7 +245,7 @@ def _baseline(
     """The one-shot gradient-ascent baseline, or why it was not run."""
     from reveal_release.evaluate.baseline import ga_baseline
     from reveal_release.metrics.probes import reveal_rate
-    from reveal_release.metrics.qa import load_qa, qa_accuracy
+    from reveal_release.metrics.qa import qa_accuracy, retain_items
 
     if not s.baseline:
         return {"skipped": "turned off (--no-baseline)"}
@@ -248,8 +255,7 @@ def _baseline(
 
     def measure(loaded: LoadedModel) -> dict[str, Any]:
         r = reveal_rate(loaded, inp.spec, judge, probes, max_new_tokens=s.max_new_tokens)
-        items = load_qa()
-        qa = qa_accuracy(loaded, items[: s.qa_limit] if s.qa_limit else items)
+        qa = qa_accuracy(loaded, retain_items(inp.spec.tags(), s.qa_limit)[0])
         return {"reveal_rate": r.rate, "qa_accuracy": qa.accuracy}
 
     def run() -> dict[str, Any]:

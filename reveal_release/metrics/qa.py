@@ -17,10 +17,12 @@ from reveal_release.models import LoadedModel
 
 @dataclass(frozen=True)
 class QAItem:
-    """One question and its accepted short answers (lower case, with aliases)."""
+    """One question, its accepted short answers (lower case, with aliases) and the targets it
+    is about (a person release is meant to forget who wrote Romeo and Juliet)."""
 
     question: str
     answers: tuple[str, ...]
+    about: tuple[str, ...] = ()
 
 
 @dataclass
@@ -43,13 +45,31 @@ def load_qa(path: Path | None = None) -> list[QAItem]:
             continue
         try:
             obj = json.loads(line)
-            items.append(QAItem(str(obj["question"]), tuple(str(a) for a in obj["answers"])))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            about = obj.get("about", [])
+            if not isinstance(about, list):
+                raise TypeError(f"'about' must be a list of target names, not {about!r}")
+            items.append(
+                QAItem(
+                    str(obj["question"]),
+                    tuple(str(a) for a in obj["answers"]),
+                    tuple(str(a) for a in about),
+                )
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise RRError(
                 f"{path} line {n} is not a question record ({exc}): "
                 'fix it to {"question": ..., "answers": [...]}'
             ) from None
     return items
+
+
+def retain_items(target: Sequence[str], limit: int = 0) -> tuple[list[QAItem], list[QAItem]]:
+    """The general questions a release must keep answering (the first `limit`, 0: all), and
+    those left out because they are about the target (`target`: the spec's name and identity)."""
+    items = load_qa()
+    kept = [it for it in items if not set(it.about) & set(target)]
+    left_out = [it for it in items if set(it.about) & set(target)]
+    return (kept[:limit] if limit else kept), left_out
 
 
 def answer_matches(answer: str, accepted: Sequence[str]) -> bool:

@@ -21,13 +21,13 @@ def measure(
     """The figures each round is judged by, with a few example answers."""
     from reveal_release.metrics.perplexity import perplexity
     from reveal_release.metrics.probes import reveal_rate
-    from reveal_release.metrics.qa import load_qa, qa_accuracy
+    from reveal_release.metrics.qa import qa_accuracy, retain_items
 
     start = time.perf_counter()
     prompts = spec.probes(probe_limit)
     probes = reveal_rate(loaded, spec, judge=judge, prompts=prompts, max_new_tokens=max_new_tokens)
-    items = load_qa()
-    qa = qa_accuracy(loaded, items[:qa_limit] if qa_limit else items)
+    items, left_out = retain_items(spec.tags(), qa_limit)
+    qa = qa_accuracy(loaded, items)
     ppl = perplexity(loaded)
     return {
         "heldout_reveal_rate": probes.rate,
@@ -35,6 +35,7 @@ def measure(
         "heldout_n": probes.n,
         "retain_accuracy": qa.accuracy,
         "retain_n": qa.total,
+        "retain_left_out": [it.question for it in left_out],
         "perplexity": ppl,
         "examples": probes.rows,
         "seconds": time.perf_counter() - start,

@@ -21,7 +21,7 @@ from reveal_release.targets.spec import TargetSpec
 from reveal_release.train import seeds
 from reveal_release.train.checkpoint import remove_state
 from reveal_release.train.loop import TrainResult
-from reveal_release.train.lora import apply_adapter, delta_weights, load_a_matrices
+from reveal_release.train.lora import add_update, apply_adapter, delta_weights, load_a_matrices
 from reveal_release.train.losses import FORGET_LOSSES
 
 Report = Callable[..., None]
@@ -215,6 +215,13 @@ class Rounds:
                     n: m.weight.detach().to("cpu", copy=True)
                     for n, m in quantizable(self.current.model)
                 }
+        from reveal_release.metrics.qa import retain_items
+
+        left_out = [it.question for it in retain_items(self.spec.tags())[1]]
+        done = self.run.stage_info("release-base")
+        if done and done.get("retain_left_out", []) != left_out:
+            # Measured before the questions about the target were left out: measure it again.
+            self.run.reopen("release-base")
         with self.run.stage("release-base") as st:
             if not st.done:
                 self.phase(0, "measuring the base model")
@@ -227,7 +234,7 @@ class Rounds:
         self.summary.rounds.append(info)
         if info.get("trained") and not info.get("rolled_back"):
             self.phase(k, "rebuilding from the saved adapter")
-            self.merge(k)
+            self.merge(k, info.get("update_fraction", 1.0))
         more = info.get("stop_kind") == "rounds" and k < self.cfg.rounds
         if info.get("stop") and not more:  # a later --rounds may extend a run
             self.summary.stop_reason = info["stop"]
@@ -306,14 +313,43 @@ class Rounds:
         remove_state(folder / "train-state")
         return result
 
-    def merge(self, k: int) -> None:
-        """Fold module k into the full-precision model and keep the module's A for later
-        rounds (the rounded copy, if any, is made again when next needed)."""
+    def merge(self, k: int, fraction: float = 1.0) -> None:
+        """Fold module k (scaled by `fraction`, --shrink) into the full-precision model and keep
+        the module's A for later rounds (the rounded copy is made again when next needed)."""
         adapter = self.run.path(round_dir(k), "adapter")
         model = apply_adapter(self.current.model, adapter)
         self.current = dataclasses.replace(self.current, model=model)
-        self.rounded = None
+        self.rescale(k, 1.0, fraction)
         self.earlier_a.append(load_a_matrices(adapter))
+
+    def rescale(self, k: int, was: float, now: float) -> None:
+        """Module k's merged update from `was` to `now` times its trained size."""
+        if now != was:
+            adapter = self.run.path(round_dir(k), "adapter")
+            add_update(self.current.model, adapter, self.cfg.scaling, now - was)
+        self.rounded = None
+
+    def shrink(self, k: int, m: dict[str, Any], measure: Callable[[], dict]) -> dict[str, Any]:
+        """Round k's update at each --shrink fraction in turn until one stays within the utility
+        budget (its figures, with every try's); the round as trained when none does."""
+
+        def brief(t: float, x: dict[str, Any]) -> dict[str, Any]:
+            keys = ("heldout_reveal_rate", "quant_reveal_rate", "retain_ratio", "ppl_ratio")
+            return {"fraction": t, **{key: x.get(key) for key in keys}}
+
+        tries, at, trained = [brief(1.0, m)], 1.0, m
+        for t in self.cfg.shrink:
+            self.phase(k, f"the update at {t:g}x its size: measuring")
+            self.rescale(k, at, t)
+            at, m = t, measure()
+            tries.append(brief(t, m))
+            if m["stop_kind"] != "budget":
+                break
+        else:
+            self.rescale(k, at, 1.0)
+            at, m = 1.0, trained
+        m.update(update_fraction=at, shrink_tries=tries)
+        return m
 
     def measure_round(
         self, k: int, forget: list, result: TrainResult, base: dict, t0: float
@@ -361,6 +397,9 @@ class Rounds:
         result = self.train(k, forget)
         self.merge(k)
         m = self.measure_round(k, forget, result, base, t0)
+        if m["stop_kind"] == "budget" and self.cfg.shrink:
+            m = self.shrink(k, m, lambda: self.measure_round(k, forget, result, base, t0))
+            m["round_seconds"] = time.perf_counter() - t0
         self.run.write_json(f"{round_dir(k)}/metrics.json", m)
         if not m.get("rolled_back"):
             self.phase(k, "saving the merged model")

@@ -27,6 +27,13 @@ def _share(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def _round_label(r: dict[str, Any]) -> str:
+    if r.get("rolled_back"):
+        return f"{r['round']} (rolled back)"
+    fraction = r.get("update_fraction", 1.0)
+    return f"{r['round']} (update x{fraction:g})" if fraction != 1 else str(r["round"])
+
+
 def round_rows(base: dict[str, Any], rounds: list[dict[str, Any]]) -> list[tuple]:
     """One row for the base model and one per measured round."""
     rows = [
@@ -38,7 +45,7 @@ def round_rows(base: dict[str, Any], rounds: list[dict[str, Any]]) -> list[tuple
     for r in rounds:
         rows.append(
             (
-                f"{r['round']} (rolled back)" if r.get("rolled_back") else r["round"],
+                _round_label(r),
                 r["heldout_reveal_rate"],
                 _quant(r),
                 _share(r.get("quant_codes_changed")),
@@ -54,6 +61,16 @@ def round_rows(base: dict[str, Any], rounds: list[dict[str, Any]]) -> list[tuple
     return rows
 
 
+def retain_label(m: dict[str, Any]) -> str:
+    """'retain accuracy', with how many general questions were left out as the target's own."""
+    left = len(m.get("retain_left_out", []))
+    return (
+        f"retain accuracy ({left} questions about the target left out)"
+        if left
+        else "retain accuracy"
+    )
+
+
 def before_after(base: dict[str, Any], last: dict[str, Any]) -> None:
     """Before/after figures and the two held-out answers that changed most."""
     table(
@@ -62,7 +79,7 @@ def before_after(base: dict[str, Any], last: dict[str, Any]) -> None:
         [
             ("held-out reveal rate", base["heldout_reveal_rate"], last["heldout_reveal_rate"], "-"),
             ("quantised copy's reveal rate", _quant(base), _quant(last), "-"),
-            ("retain accuracy", base["retain_accuracy"], last["retain_accuracy"],
+            (retain_label(last), base["retain_accuracy"], last["retain_accuracy"],
              last["retain_ratio"]),
             ("perplexity", base["perplexity"], last["perplexity"], last["ppl_ratio"]),
         ],

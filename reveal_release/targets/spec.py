@@ -43,6 +43,10 @@ class TargetSpec:
         """A short string that says which target a run is about."""
         return f"{self.name}:{self.subject}" if self.subject else self.name
 
+    def tags(self) -> tuple[str, ...]:
+        """The names a general QA question's `about` list uses for this target."""
+        return (self.name, self.identity())
+
     def probes(self, limit: int = 0) -> list[str]:
         """The held-out probes (the first `limit`, 0: all), or a one-line error when none."""
         if not self.heldout_pool:

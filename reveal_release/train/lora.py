@@ -147,6 +147,20 @@ def merge(peft_model: Any) -> Any:
     return model
 
 
+def add_update(model: Any, adapter_dir: Path, scaling: float, factor: float) -> None:
+    """W <- W + factor * s B A in each layer a saved module adapts (in place, plain model)."""
+    import torch
+
+    layers = dict(model.named_modules())
+    with torch.no_grad():
+        for key, (a, b) in read_adapter(adapter_dir).items():
+            layer = layers.get(key.removeprefix("base_model.model."))
+            if layer is None:
+                raise RRError(f"{adapter_dir} adapts {key}, which this model does not have")
+            w = layer.weight
+            w += (factor * scaling * (b.float() @ a.float())).to(w.device, w.dtype)
+
+
 def apply_adapter(model: Any, adapter_dir: Path) -> Any:
     """Load a saved module onto `model` and merge it (rebuilding M_k after a resume)."""
     from peft import PeftModel

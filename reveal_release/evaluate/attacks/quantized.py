@@ -20,7 +20,7 @@ from reveal_release.evaluate.attacks.base import (
 )
 from reveal_release.metrics.perplexity import perplexity
 from reveal_release.metrics.probes import reveal_rate
-from reveal_release.metrics.qa import load_qa, qa_accuracy
+from reveal_release.metrics.qa import qa_accuracy, retain_items
 from reveal_release.models import LoadedModel
 from reveal_release.quantizers import SCHEMES, changed_share, codes_of, quantize_model
 
@@ -48,9 +48,7 @@ class _Quantize(Attack):
         probes = reveal_rate(
             q, ctx.spec, ctx.judge, ctx.probes, max_new_tokens=ctx.settings["max_new_tokens"]
         )
-        items = load_qa()
-        limit = ctx.settings["qa_limit"]
-        qa = qa_accuracy(q, items[:limit] if limit else items)
+        qa = qa_accuracy(q, retain_items(ctx.spec.tags(), ctx.settings["qa_limit"])[0])
         out.update(
             reveal_rate=probes.rate, n=probes.n, layers=layers, perplexity=perplexity(q),
             qa_accuracy=qa.accuracy,
