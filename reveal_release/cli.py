@@ -75,13 +75,14 @@ def reveal(
     model: ModelOpt = DEFAULT_MODEL,
     backend: Annotated[str, typer.Option(help="hf or vllm.")] = "hf",
     trust_remote_code: TrustOpt = False,
+    explicit: frozenset[str] = frozenset(),
 ) -> None:
     """Make the model reveal what it knows about a target; write the forget and retain sets."""
     from reveal_release.reveal.command import reveal_command
 
     reveal_command(
         target=target, run=run, model=model, cfg=cfg, backend=backend,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, explicit=explicit,
     )  # fmt: skip
 
 
@@ -94,11 +95,14 @@ def release(
         "hf"
     ),
     trust_remote_code: TrustOpt = False,
+    explicit: frozenset[str] = frozenset(),
 ) -> None:
     """Unlearn what Reveal found, round after round; write DIR/round-K/ and DIR/model/."""
     from reveal_release.release.command import release_command
 
-    release_command(run=run, cfg=cfg, backend=backend, trust_remote_code=trust_remote_code)
+    release_command(
+        run=run, cfg=cfg, backend=backend, trust_remote_code=trust_remote_code, explicit=explicit
+    )
 
 
 @app.command(name="eval")

@@ -50,10 +50,21 @@ def build(cls: type, values: dict[str, Any]) -> Any:
     return cls(**parsed)
 
 
+def given_on_command_line(ctx: Any, names: set[str]) -> frozenset[str]:
+    """The parameters among `names` the user set (command line or environment), not defaults."""
+    unset = ("DEFAULT", "DEFAULT_MAP")
+    sources = {n: ctx.get_parameter_source(n) for n in names}
+    return frozenset(n for n, src in sources.items() if src is not None and src.name not in unset)
+
+
+CONTEXT = "rr_context"  # the command's Typer context, for where each option's value came from
+
+
 def with_config(cls: type, name: str = "cfg", skip: tuple[str, ...] = ()) -> Callable:
     """Decorator: the command gains one option per field of `cls` and receives `name=cls(...)`.
 
-    The command's own parameters come first in `--help`, then the config's fields.
+    The command's own parameters come first in `--help`, then the config's fields. A command
+    with a parameter named `explicit` receives the fields the user gave (not as an option).
     """
 
     def deco(fn: Callable) -> Callable:
@@ -63,11 +74,20 @@ def with_config(cls: type, name: str = "cfg", skip: tuple[str, ...] = ()) -> Cal
         extra = config_parameters(cls, skip)
         extra_names = {p.name for p in extra}
 
+        wants_explicit = any(p.name == "explicit" for p in own)
+        own = [p for p in own if p.name != "explicit"]
+
         def command(**kwargs: Any) -> Any:
+            ctx = kwargs.pop(CONTEXT)
             cfg = build(cls, {k: kwargs.pop(k) for k in list(kwargs) if k in extra_names})
+            if wants_explicit:
+                kwargs["explicit"] = given_on_command_line(ctx, extra_names)
             return fn(**kwargs, **{name: cfg})
 
-        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
+        context = inspect.Parameter(
+            CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
+        )
+        params = [context] + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
         command.__name__, command.__doc__ = fn.__name__, fn.__doc__

@@ -112,3 +112,29 @@ def one_of(what: str, *choices: str) -> Check:
 def comma_list(text: str) -> tuple[str, ...]:
     """'a, b,c' -> ('a', 'b', 'c')."""
     return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def with_settings(
+    cfg: Any, settings: dict[str, Any], explicit: frozenset[str], where: str
+) -> tuple[Any, dict[str, Any]]:
+    """`cfg` with `settings` (option name -> value, e.g. from a target spec) on the fields the
+    user did not set, and what was applied; a name or value that cannot be one is an error."""
+    fields = {f.name: f for f in documented(type(cfg)) if f.metadata.get("cli", True)}
+    applied = {}
+    for key, value in settings.items():
+        name = str(key).replace("-", "_")
+        f = fields.get(name)
+        if f is None:
+            raise RRError(f"{where} sets '{key}', which is not an option here: fix or remove it")
+        if name in explicit:
+            continue
+        parse = f.metadata.get("parse")
+        if parse is not None and isinstance(value, str):
+            value = parse(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        applied[name] = value
+    try:
+        return dataclasses.replace(cfg, **applied), applied
+    except (TypeError, ValueError) as exc:
+        raise RRError(f"{where} has a value of the wrong kind ({exc}): fix it") from None

@@ -283,7 +283,7 @@ def test_a_release_handed_out_on_a_grid_keeps_it_and_resumes_to_the_same_model(
     assert res.returncode == 0 and "note: the adapters are the full-precision release" in res.stderr
 
 
-def test_shrink_tries_smaller_parts_of_a_rounds_update_and_keeps_the_first_within_budget(
+def test_shrink_bisects_a_rounds_update_and_keeps_the_largest_part_within_budget(
     revealed, tmp_path
 ):
     import dataclasses
@@ -301,15 +301,15 @@ def test_shrink_tries_smaller_parts_of_a_rounds_update_and_keeps_the_first_withi
     reveal_cfg = RunDir.load(run).manifest["stages"]["reveal"]["config"]
     spec = load_target(reveal_cfg["target"])
     w0 = {k: v.clone() for k, v in load_model(reveal_cfg["model"]).model.state_dict().items()}
-    # A budget no model meets: every part is tried, none fits, round 1 is kept as trained.
+    # A budget no model meets: each part tried spends it too, round 1 is kept as trained.
     cfg = ReleaseConfig(
         rounds=1, steps=4, batch_size=2, probe_limit=3, qa_limit=4, reveal_budget=4,
-        max_ppl_ratio=1e-6, shrink=(0.5,),
+        max_ppl_ratio=1e-6, shrink=2,
     )  # fmt: skip
     summary = run_release(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg)
     assert "utility budget spent in round 1" in summary.stop_reason
     m1 = json.loads((run / "round-1" / "metrics.json").read_text())
-    assert [t["fraction"] for t in m1["shrink_tries"]] == [1.0, 0.5]
+    assert [t["fraction"] for t in m1["shrink_tries"]] == [1.0, 0.5, 0.25]
     assert m1["update_fraction"] == 1.0
     delta = delta_weights(run / "round-1" / "adapter", cfg.scaling)
     names = {key: key.removeprefix("base_model.model.") + ".weight" for key in delta}
@@ -325,33 +325,44 @@ def test_shrink_tries_smaller_parts_of_a_rounds_update_and_keeps_the_first_withi
     rounds = Rounds(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg, None, "hf")
     rounds.resume(1, {"round": 1, "trained": True, "update_fraction": 0.25})
     expect(rounds.current.model.state_dict(), 0.25)
-    # Contract (the measurement faked, the weights real): the first part within budget stays.
+    # Contract (the verdicts faked, the weights real): 0.5 fits, 0.75 and 0.625 do not -> 0.5;
+    # a part within the budget that is also enough ends the search there.
     rounds = Rounds(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg, None, "hf")
     rounds.merge(1)
-    verdicts = iter(["budget", ""])
-    shrunk = rounds.shrink(
-        1,
-        {"stop_kind": "budget", "ppl_ratio": 2.0},
-        lambda: {"stop_kind": next(verdicts), "ppl_ratio": 1.0},
+    rounds.cfg = dataclasses.replace(cfg, shrink=3)
+    for verdicts, tried, kept in (
+        (["", "budget", "budget"], [1.0, 0.5, 0.75, 0.625], 0.5),
+        (["gone"], [1.0, 0.5], 0.5),
+        (["budget", "", "gone"], [1.0, 0.5, 0.25, 0.375], 0.375),
+    ):
+        said = iter(verdicts)
+        shrunk = rounds.shrink(1, {"stop_kind": "budget"}, lambda it=said: {"stop_kind": next(it)})
+        assert [t["fraction"] for t in shrunk["shrink_tries"]] == tried
+        assert shrunk["update_fraction"] == kept
+        expect(rounds.current.model.state_dict(), kept)
+        rounds.rescale(1, kept, 1.0)  # back to the trained update for the next case
+
+
+def test_a_target_specs_release_settings_apply_unless_given_on_the_command_line(revealed, tmp_path):
+    run = copy_run(revealed, tmp_path)
+    manifest = json.loads((run / "run.json").read_text())
+    spec = Path(manifest["stages"]["reveal"]["config"]["target"])
+    tuned = tmp_path / "tuned.toml"
+    manifest["stages"]["reveal"]["config"]["target"] = str(tuned)
+    (run / "run.json").write_text(json.dumps(manifest))
+    fast = ["--rounds", "1", "--probes", "3", "--qa", "4", "--batch-size", "2"]
+    # A name that is no option, or a value of the wrong kind: one line, nothing run.
+    for bad, says in (("stepz = 2", "sets 'stepz', which is not an option here"),
+                      ('beta = "high"', "has a value of the wrong kind")):  # fmt: skip
+        tuned.write_text(spec.read_text() + f"[settings.release]\n{bad}\n")
+        out = run_rr("release", "--run", str(run), *fast)
+        assert out.returncode == 2 and says in out.stderr and str(tuned) in out.stderr, bad
+        assert out.stderr.count("\n") == 1 and not (run / "round-1").exists()
+    tuned.write_text(
+        spec.read_text() + "[settings.release]\nsteps = 2\nshrink = 2\nbeta = 0.3\n"
     )
-    rounds.cfg = dataclasses.replace(cfg, shrink=(0.5, 0.25))
-    assert shrunk["update_fraction"] == 1.0  # cfg.shrink was (0.5,): that part spent it too
-    expect(rounds.current.model.state_dict(), 1.0)
-    verdicts = iter(["budget", ""])
-    shrunk = rounds.shrink(1, {"stop_kind": "budget"}, lambda: {"stop_kind": next(verdicts)})
-    assert shrunk["update_fraction"] == 0.25
-    assert [t["fraction"] for t in shrunk["shrink_tries"]] == [1.0, 0.5, 0.25]
-    expect(rounds.current.model.state_dict(), 0.25)
-
-
-def test_shrink_takes_fractions_between_0_and_1():
-    from reveal_release.errors import RRError
-    from reveal_release.release.config import ReleaseConfig, parse_fractions
-
-    assert parse_fractions("0.5, 0.25") == (0.5, 0.25) and parse_fractions("none") == ()
-    with pytest.raises(RRError, match="fractions such as"):
-        parse_fractions("half")
-    with pytest.raises(RRError, match="between 0 and 1"):
-        ReleaseConfig(shrink=(1.5,))
-    out = run_rr("release", "--run", "/nonexistent-run", "--shrink", "0,0.5")
-    assert out.returncode == 2 and "between 0 and 1" in out.stderr
+    out = run_rr("release", "--run", str(run), "--steps", "3", *fast)
+    assert out.returncode == 0, out.stderr
+    assert "sets --shrink 2 --beta 0.3 (its spec; an option you give wins)" in out.stderr
+    config = json.loads((run / "run.json").read_text())["stages"]["release"]["config"]
+    assert config["steps"] == 3 and config["shrink"] == 2 and config["beta"] == 0.3

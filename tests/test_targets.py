@@ -164,3 +164,24 @@ def test_builtin_specs_name_existing_pools() -> None:
     for toml in BUILTIN_DIR.glob("*.toml"):
         text = toml.read_text(encoding="utf-8")
         assert "[heldout]" in text and "[reveal]" in text and "[retain]" in text
+
+
+def test_a_specs_reveal_settings_fill_the_options_the_user_did_not_give(tmp_path):
+    from reveal_release.reveal.config import RevealConfig
+    from reveal_release.targets.spec import apply_settings
+
+    path = tmp_path / "t.toml"
+    path.write_text(
+        'name = "t"\n[judge]\nname = "code"\n[reveal]\npool = "code.txt"\n[retain]\n'
+        '[settings.reveal]\nretain_strategy = "cover"\nretain-budget = 48\n'
+    )
+    spec = load_target(str(path))
+    cfg, flags = apply_settings(RevealConfig(), spec, "reveal", frozenset())
+    assert (cfg.retain_strategy, cfg.retain_budget) == ("cover", 48)
+    assert flags == "--retain-strategy cover --retain-budget 48"
+    cfg, flags = apply_settings(RevealConfig(), spec, "reveal", frozenset({"retain_budget"}))
+    assert cfg.retain_budget == RevealConfig().retain_budget and cfg.retain_strategy == "cover"
+    assert apply_settings(RevealConfig(), load_target("code"), "reveal", frozenset())[1] == ""
+    path.write_text(path.read_text().replace("[settings.reveal]", "[settings.train]"))
+    with pytest.raises(RRError, match=r"\[settings\] holds only"):
+        load_target(str(path))

@@ -46,19 +46,28 @@ def _progress_reporter(bar: Any) -> Any:
 
 
 def release_command(
-    *, run: Path, cfg: ReleaseConfig, backend: str, trust_remote_code: bool
+    *,
+    run: Path,
+    cfg: ReleaseConfig,
+    backend: str,
+    trust_remote_code: bool,
+    explicit: frozenset[str] = frozenset(),
 ) -> None:
     """Everything `rr release` does, cheapest checks first."""
     from reveal_release.console import console, progress, say
     from reveal_release.models import load_model
     from reveal_release.release.rounds import check_inputs, run_release
     from reveal_release.release.summary import print_summary
-    from reveal_release.targets.spec import load_target
+    from reveal_release.targets.spec import apply_settings, load_target
 
     _check_options(cfg, backend)
     rd = RunDir.load(run)
     reveal_cfg = rd.reveal_config()
     spec = load_target(reveal_cfg["target"])
+    cfg, flags = apply_settings(cfg, spec, "release", explicit)
+    if flags:
+        _check_options(cfg, backend)
+        say(f"target {spec.identity()} sets {flags} (its spec; an option you give wins)")
     check_inputs(rd, spec, cfg)
     settings = {k: v for k, v in cfg.to_json().items() if k != "rounds"}
     done = rd.stage_info("release")

@@ -11,27 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from reveal_release.errors import RRError
-from reveal_release.options import (
-    at_least,
-    comma_list,
-    fraction,
-    non_negative,
-    option,
-    positive,
-)
+from reveal_release.options import at_least, fraction, non_negative, option, positive
 from reveal_release.train.config import DEFAULT_MODULES, LoraSpec, ObjectiveConfig, OptimConfig
 
 __all__ = ["DEFAULT_MODULES", "ReleaseConfig"]
-
-
-def parse_fractions(text: str) -> tuple[float, ...]:
-    """'none' -> (); '0.5, 0.25' -> (0.5, 0.25), or a one-line error."""
-    if text.strip().lower() in ("", "none", "off"):
-        return ()
-    try:
-        return tuple(float(x) for x in comma_list(text))
-    except ValueError:
-        raise RRError(f"--shrink takes fractions such as 0.5,0.25, or none; not {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -59,13 +42,12 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
     )
     # Measured on person (README, durable forgetting): the round that reaches the bar often
     # overshoots it and spends the budget; part of its update keeps both.
-    shrink: tuple[float, ...] = option(
-        (),
-        "When a round spends the utility budget, merge its update scaled by each of these "
-        "fractions in turn (e.g. 0.5,0.25) and keep the first that stays within it; none: the "
-        "round is rolled back (round 1: kept as trained).",
-        parse=parse_fractions,
-        show=lambda v: ",".join(f"{x:g}" for x in v) or "none",
+    shrink: int = option(
+        0,
+        "When a round spends the utility budget, bisect the size of its update this many times "
+        "(0.5, then 0.75 or 0.25...) and keep the largest part within the budget (0: the round "
+        "is rolled back; round 1 is kept as trained).",
+        check=non_negative(),
     )
     snap: str = option(
         "auto",
@@ -127,8 +109,6 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
             raise RRError(f"--focus takes auto or none, not {self.focus!r}")
         if self.stop_quant == "auto":
             raise RRError("--stop-quant takes a scheme or none, not auto")
-        if any(not 0 < t < 1 for t in self.shrink):
-            raise RRError(f"--shrink takes fractions between 0 and 1, not {self.shrink}")
         if self.update == "r2f" and not self.decoder:
             raise RRError("--update r2f needs --decoder PATH (make one with `rr r2f fit`)")
 

@@ -319,6 +319,7 @@ class Rounds:
         adapter = self.run.path(round_dir(k), "adapter")
         model = apply_adapter(self.current.model, adapter)
         self.current = dataclasses.replace(self.current, model=model)
+        self.rounded = None
         self.rescale(k, 1.0, fraction)
         self.earlier_a.append(load_a_matrices(adapter))
 
@@ -327,28 +328,33 @@ class Rounds:
         if now != was:
             adapter = self.run.path(round_dir(k), "adapter")
             add_update(self.current.model, adapter, self.cfg.scaling, now - was)
-        self.rounded = None
+            self.rounded = None
 
     def shrink(self, k: int, m: dict[str, Any], measure: Callable[[], dict]) -> dict[str, Any]:
-        """Round k's update at each --shrink fraction in turn until one stays within the utility
-        budget (its figures, with every try's); the round as trained when none does."""
+        """Round k's update bisected in size (--shrink times) for the largest part within the
+        utility budget (its figures, with every try's); the round as trained when none is."""
 
         def brief(t: float, x: dict[str, Any]) -> dict[str, Any]:
             keys = ("heldout_reveal_rate", "quant_reveal_rate", "retain_ratio", "ppl_ratio")
             return {"fraction": t, **{key: x.get(key) for key in keys}}
 
-        tries, at, trained = [brief(1.0, m)], 1.0, m
-        for t in self.cfg.shrink:
+        tries, at, lo, hi = [brief(1.0, m)], 1.0, 0.0, 1.0
+        best: tuple[float, dict[str, Any]] = (1.0, m)  # as trained, if no part fits
+        for _ in range(self.cfg.shrink):
+            t = (lo + hi) / 2
             self.phase(k, f"the update at {t:g}x its size: measuring")
             self.rescale(k, at, t)
-            at, m = t, measure()
-            tries.append(brief(t, m))
-            if m["stop_kind"] != "budget":
+            at, x = t, measure()
+            tries.append(brief(t, x))
+            if x["stop_kind"] == "budget":
+                hi = t
+                continue
+            lo, best = t, (t, x)
+            if x["stop_kind"] == "gone":  # the smallest part that is enough
                 break
-        else:
-            self.rescale(k, at, 1.0)
-            at, m = 1.0, trained
-        m.update(update_fraction=at, shrink_tries=tries)
+        self.rescale(k, at, best[0])
+        m = best[1]
+        m.update(update_fraction=best[0], shrink_tries=tries)
         return m
 
     def measure_round(

@@ -26,7 +26,14 @@ def _on_step(bar: Any) -> Any:
 
 
 def reveal_command(
-    *, target: str, run: Path, model: str, cfg: RevealConfig, backend: str, trust_remote_code: bool
+    *,
+    target: str,
+    run: Path,
+    model: str,
+    cfg: RevealConfig,
+    backend: str,
+    trust_remote_code: bool,
+    explicit: frozenset[str] = frozenset(),
 ) -> None:
     """Everything `rr reveal` does, in the order a user's mistakes are cheapest to catch."""
     from reveal_release.console import console, progress, say
@@ -36,11 +43,14 @@ def reveal_command(
     from reveal_release.reveal.summary import print_summary
     from reveal_release.runs import RunDir
     from reveal_release.targets.judges import make_judge
-    from reveal_release.targets.spec import load_target
+    from reveal_release.targets.spec import apply_settings, load_target
 
     if backend not in BACKENDS:
         raise RRError(f"unknown backend '{backend}': choose hf or vllm")
     spec = load_target(target)
+    cfg, flags = apply_settings(cfg, spec, "reveal", explicit)
+    if flags:
+        say(f"target {spec.identity()} sets {flags} (its spec; an option you give wins)")
     make_judge(spec.judge, **spec.judge_params)  # fail on a missing package before loading
     loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
     rd = RunDir.open(run, {"model": loaded.fingerprint, "target": spec.identity()})

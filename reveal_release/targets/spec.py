@@ -38,6 +38,9 @@ class TargetSpec:
     heldout_qa: str = ""
     threshold: float = 0.5
     source: str = ""
+    # Option values measured to work for this target ([settings.reveal], [settings.release]);
+    # an option given on the command line wins.
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def identity(self) -> str:
         """A short string that says which target a run is about."""
@@ -55,6 +58,24 @@ class TargetSpec:
                 "spec (see instructions/heldout/); nothing was evaluated"
             )
         return list(self.heldout_pool[:limit] if limit else self.heldout_pool)
+
+
+def apply_settings(
+    cfg: Any, spec: TargetSpec, stage: str, explicit: frozenset[str]
+) -> tuple[Any, str]:
+    """`cfg` with the spec's [settings.STAGE] on the options the user did not give, and those
+    settings as flags ('' when none applied)."""
+    from reveal_release.options import with_settings
+
+    where = f"target spec {spec.source} [settings.{stage}]"
+    cfg, applied = with_settings(cfg, spec.settings.get(stage, {}), explicit, where)
+
+    def shown(v: Any) -> str:
+        if isinstance(v, tuple):
+            return ",".join(shown(x) for x in v)
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return cfg, " ".join(f"--{k.replace('_', '-')} {shown(v)}" for k, v in applied.items())
 
 
 def read_pool(path: Path, subject: str, what: str) -> list[str]:
@@ -102,6 +123,14 @@ def parse_spec(
         raise RRError(
             f"knowledge questions {qa_path} named in {source} do not exist: fix [heldout] qa"
         )
+    settings = data.get("settings", {})
+    if not isinstance(settings, dict) or not all(
+        k in ("reveal", "release") and isinstance(v, dict) for k, v in settings.items()
+    ):
+        raise RRError(
+            f"target spec {source}: [settings] holds only [settings.reveal] and "
+            "[settings.release] tables of option = value"
+        )
     return TargetSpec(
         name=name,
         subject=subject,
@@ -120,6 +149,7 @@ def parse_spec(
         heldout_qa=str(qa_path) if qa_path is not None else "",
         threshold=float(data.get("threshold", 0.5)),
         source=source,
+        settings=settings,
     )
 
 
