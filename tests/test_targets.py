@@ -185,3 +185,15 @@ def test_a_specs_reveal_settings_fill_the_options_the_user_did_not_give(tmp_path
     path.write_text(path.read_text().replace("[settings.reveal]", "[settings.train]"))
     with pytest.raises(RRError, match=r"\[settings\] holds only"):
         load_target(str(path))
+
+
+@pytest.mark.parametrize("name", ["code", "person", "toxicity", "topic:Harry Potter"])
+def test_each_built_in_specs_settings_are_options_with_valid_values(name):
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.reveal.config import RevealConfig
+    from reveal_release.targets.spec import apply_settings
+
+    spec = load_target(name)
+    for stage, cfg in (("reveal", RevealConfig()), ("release", ReleaseConfig())):
+        new, flags = apply_settings(cfg, spec, stage, frozenset())
+        assert (flags == "") == (new == cfg), (name, stage, flags)
