@@ -358,9 +358,7 @@ def test_a_target_specs_release_settings_apply_unless_given_on_the_command_line(
         out = run_rr("release", "--run", str(run), *fast)
         assert out.returncode == 2 and says in out.stderr and str(tuned) in out.stderr, bad
         assert out.stderr.count("\n") == 1 and not (run / "round-1").exists()
-    tuned.write_text(
-        spec.read_text() + "[settings.release]\nsteps = 2\nshrink = 2\nbeta = 0.3\n"
-    )
+    tuned.write_text(spec.read_text() + "[settings.release]\nsteps = 2\nshrink = 2\nbeta = 0.3\n")
     out = run_rr("release", "--run", str(run), "--steps", "3", *fast)
     assert out.returncode == 0, out.stderr
     assert "sets --shrink 2 --beta 0.3 (its spec; an option you give wins)" in out.stderr
