@@ -66,9 +66,9 @@ def load_qa(path: Path | None = None) -> list[QAItem]:
 def retain_items(target: Sequence[str], limit: int = 0) -> tuple[list[QAItem], list[QAItem]]:
     """The general questions a release must keep answering (the first `limit`, 0: all), and
     those left out because they are about the target (`target`: the spec's name and identity)."""
-    items = load_qa()
-    kept = [it for it in items if not set(it.about) & set(target)]
-    left_out = [it for it in items if set(it.about) & set(target)]
+    kept, left_out = [], []
+    for it in load_qa():
+        (left_out if set(it.about) & set(target) else kept).append(it)
     return (kept[:limit] if limit else kept), left_out
 
 

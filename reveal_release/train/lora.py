@@ -153,12 +153,12 @@ def add_update(model: Any, adapter_dir: Path, scaling: float, factor: float) -> 
 
     layers = dict(model.named_modules())
     with torch.no_grad():
-        for key, (a, b) in read_adapter(adapter_dir).items():
+        for key, delta in delta_weights(adapter_dir, scaling).items():
             layer = layers.get(key.removeprefix("base_model.model."))
             if layer is None:
                 raise RRError(f"{adapter_dir} adapts {key}, which this model does not have")
             w = layer.weight
-            w += (factor * scaling * (b.float() @ a.float())).to(w.device, w.dtype)
+            w += (factor * delta).to(w.device, w.dtype)
 
 
 def apply_adapter(model: Any, adapter_dir: Path) -> Any:
