@@ -26,7 +26,7 @@ from pathlib import Path
 # so that no spec applies and each variant is the same on every target.
 PLAIN_TRAIN = [
     "--steps", "16", "--loss", "npo", "--beta", "0.1", "--retain-weight", "1",
-    "--max-epochs", "0", "--shrink", "0",
+    "--max-epochs", "0", "--shrink", "0", "--tamper-lr", "0.002",
 ]  # fmt: skip
 # The training of the defaults before this tamper-resistant rounds.
 OLD = ["--tamper-steps", "0", "--alpha", "32", "--snap-gain", "1", *PLAIN_TRAIN]

@@ -129,6 +129,23 @@ def test_the_tampered_term_is_the_forget_loss_of_other_answers_at_the_attacked_p
     assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(plain_grad, got, strict=True))
 
 
+def test_the_tampered_term_takes_its_own_beta_and_only_it(tokenizer):
+    # --tamper-beta 0.02 with --beta 0.3 gives the attacked term of --beta 0.02 (same attacker,
+    # same rows) and leaves the release's own forget term at 0.3.
+    common = dict(rank=4, alpha=8, tamper_steps=1, tamper_lr=1e-2, batch_size=2)
+    own = ReleaseConfig(beta=0.3, tamper_beta=0.02, **common)
+    low = ReleaseConfig(beta=0.02, **common)
+    high = ReleaseConfig(beta=0.3, **common)
+    terms = {}
+    for name, cfg in (("own", own), ("low", low), ("high", high)):
+        objective = UnlearnObjective(_lora(tokenizer), tokenizer, MORE, [], cfg, cfg, (0, 1))
+        terms[name] = {k: v.item() for k, v in objective.terms(2).items()}
+    assert terms["own"]["forget_t"] == pytest.approx(terms["low"]["forget_t"], rel=1e-5)
+    assert terms["own"]["forget"] == pytest.approx(terms["high"]["forget"], rel=1e-5)
+    assert terms["low"]["forget_t"] != pytest.approx(terms["high"]["forget_t"], rel=1e-3)
+    assert ReleaseConfig().tamper_beta == 0.0
+
+
 def test_the_attack_runs_on_every_nth_step_only(tokenizer):
     pm = _lora(tokenizer)
     cfg = ReleaseConfig(rank=4, alpha=8, tamper_steps=1, batch_size=2, tamper_every=3)
@@ -144,6 +161,7 @@ def test_bad_tamper_options_are_one_line():
         {"tamper_steps": -1},
         {"tamper_lr": 0.0},
         {"tamper_weight": -1.0},
+        {"tamper_beta": -0.1},
         {"tamper_quant": "int3"},
     )
     for bad in bad_options:

@@ -197,3 +197,23 @@ def test_each_built_in_specs_settings_are_options_with_valid_values(name):
     for stage, cfg in (("reveal", RevealConfig()), ("release", ReleaseConfig())):
         new, flags = apply_settings(cfg, spec, stage, frozenset())
         assert (flags == "") == (new == cfg), (name, stage, flags)
+
+
+def test_the_durability_benchmark_pins_every_release_option_a_built_in_spec_sets():
+    # benchmarks/durable_release.py compares fixed variants on every target: an option a spec
+    # sets must be given on each fixed variant's command line, or the spec would change it.
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "durable_release.py"
+    loader = importlib.util.spec_from_file_location("durable_release", path)
+    bench = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(bench)
+    set_by_specs = {
+        key.replace("-", "_")
+        for name in ("code", "person", "toxicity", "topic:Harry Potter")
+        for key in load_target(name).settings.get("release", {})
+    }
+    assert set_by_specs
+    for variant in (bench.OLD, bench.TAMPER):
+        given = {a[2:].replace("-", "_") for a in variant if a.startswith("--")}
+        assert set_by_specs <= given, sorted(set_by_specs - given)

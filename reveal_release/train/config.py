@@ -134,6 +134,12 @@ class ObjectiveConfig:
     tamper_weight: float = option(
         1.0, "Weight of the forget loss after the simulated attack.", check=positive()
     )
+    tamper_beta: float = option(
+        0.0,
+        "Beta of the forget loss after the simulated attack (0: --beta); a smaller one keeps "
+        "a DPO or NPO loss pushing after its margin at the release is won.",
+        check=non_negative(),
+    )
     tamper_every: int = option(
         1,
         "With --tamper-steps: the simulated attack on every Nth training step only (1: every "

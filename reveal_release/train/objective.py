@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -73,6 +74,8 @@ class UnlearnObjective:
                     peft_model, self.chosen, self.pad, optim.batch_size
                 )
         self.adversary = None
+        # The attacked term's own beta (--tamper-beta), the others' when not given.
+        self.tamper_cfg = dataclasses.replace(cfg, beta=cfg.tamper_beta or cfg.beta)
         if cfg.tamper_steps:
             self.adversary = RelearnAdversary(
                 peft_model, ATTACKER_LORA, cfg.tamper_lr, cfg.tamper_steps, seeds[0]
@@ -120,14 +123,14 @@ class UnlearnObjective:
             raise RRError(f"--loss {self.cfg.loss}: its chosen answers do not pair with its rows")
         return out
 
-    def _forget(self, batch: dict, idx: list) -> Any:
+    def _forget(self, batch: dict, idx: list, cfg: ObjectiveConfig | None = None) -> Any:
         logp, n = forget_logps(self.model, batch)
         ref = self.ref[idx] if self.ref is not None else None
         if self.chosen is not None:
             alt = collate([self.chosen[i] for i in idx], self.pad, self.model.device)
             chosen, _ = forget_logps(self.model, alt)
             logp, ref = (logp, chosen), (ref, self.ref_chosen[idx])
-        return self.forget_loss(logp, n, ref, self.cfg)
+        return self.forget_loss(logp, n, ref, cfg or self.cfg)
 
     def _tampered(self, batch: dict, idx: list, step: int) -> Any:
         """The forget loss on other forget answers after the simulated relearning attack on
@@ -148,7 +151,7 @@ class UnlearnObjective:
                 collate([self.forget[i] for i in others], self.pad, self.model.device),
             )
         with self.adversary.active():
-            return self._forget(batch, idx)
+            return self._forget(batch, idx, self.tamper_cfg)
 
     def terms(self, step: int, only: tuple[str, ...] | None = None) -> dict[str, Any]:
         """The step's terms by name (retain ones only when used; `only`: just those)."""
