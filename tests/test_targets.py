@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from reveal_release.targets.spec import (
 )
 
 BUILTINS = ["code", "person", "toxicity"]
+# Every built-in spec, the topic one with a subject (what carries [settings]).
+EVERY_SPEC = [*BUILTINS, "topic:Harry Potter"]
 POOLS = instructions_dir()
 
 
@@ -187,7 +190,7 @@ def test_a_specs_reveal_settings_fill_the_options_the_user_did_not_give(tmp_path
         load_target(str(path))
 
 
-@pytest.mark.parametrize("name", ["code", "person", "toxicity", "topic:Harry Potter"])
+@pytest.mark.parametrize("name", EVERY_SPEC)
 def test_each_built_in_specs_settings_are_options_with_valid_values(name):
     from reveal_release.release.config import ReleaseConfig
     from reveal_release.reveal.config import RevealConfig
@@ -202,15 +205,13 @@ def test_each_built_in_specs_settings_are_options_with_valid_values(name):
 def test_the_durability_benchmark_pins_every_release_option_a_built_in_spec_sets():
     # benchmarks/durable_release.py compares fixed variants on every target: an option a spec
     # sets must be given on each fixed variant's command line, or the spec would change it.
-    import importlib.util
-
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "durable_release.py"
     loader = importlib.util.spec_from_file_location("durable_release", path)
     bench = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(bench)
     set_by_specs = {
         key.replace("-", "_")
-        for name in ("code", "person", "toxicity", "topic:Harry Potter")
+        for name in EVERY_SPEC
         for key in load_target(name).settings.get("release", {})
     }
     assert set_by_specs
