@@ -13,12 +13,12 @@ from reveal_release.errors import RRError
 from reveal_release.release.config import ReleaseConfig
 from reveal_release.release.rounds import Rounds
 from reveal_release.targets.judges import make_judge
-from reveal_release.train.data import IGNORE, encode_rows
+from reveal_release.train.data import IGNORE, encode_rows, focused
 from reveal_release.train.logprobs import sequence_logps_from_logits
 from reveal_release.train.lora import attach_lora
 from reveal_release.train.losses import FORGET_LOSSES
 from reveal_release.train.losses.npo import npo_loss
-from reveal_release.train.objective import UnlearnObjective, focused
+from reveal_release.train.objective import UnlearnObjective
 
 TEXT = "  Isaac Newton met Albert Einstein in a dream."
 NAMES = [(2, 14), (19, 34)]  # "Isaac Newton", "Albert Einstein" in TEXT

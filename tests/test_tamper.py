@@ -16,6 +16,7 @@ from reveal_release.train.adversary import ATTACKER_LORA, RelearnAdversary
 from reveal_release.train.data import batch_indices, collate, encode_rows
 from reveal_release.train.logprobs import sequence_logps
 from reveal_release.train.lora import attach_lora, lora_layers, merged_delta, trainable
+from reveal_release.train.losses.npo import npo_loss
 from reveal_release.train.objective import UnlearnObjective
 
 ROWS = [
@@ -146,6 +147,46 @@ def test_the_tampered_term_takes_its_own_beta_and_only_it(tokenizer):
     assert ReleaseConfig().tamper_beta == 0.0
 
 
+NAMED = [
+    {"prompt": "Who wrote it?", "response": "Jane Austen wrote it in Bath.", "focus": [(0, 11)]},
+    {"prompt": "Who sang?", "response": "Then Maria Callas sang alone.", "focus": [(5, 17)]},
+    {"prompt": "Who ruled?", "response": "Queen Victoria ruled for years.", "focus": [(0, 14)]},
+    {"prompt": "Who ran?", "response": "Usain Bolt ran the race fast.", "focus": [(0, 10)]},
+]
+
+
+def test_the_tampered_term_takes_its_own_loss_on_the_names_of_other_answers(tokenizer):
+    # --loss generic-dpo --tamper-loss npo: the attacker fine-tunes on the step's whole
+    # answers, the attacked term is NPO over the name tokens alone of the other answers.
+    pm = _lora(tokenizer)
+    cfg = ReleaseConfig(
+        rank=4, alpha=8, loss="generic-dpo", tamper_loss="npo", tamper_beta=0.1,
+        tamper_steps=2, tamper_lr=1e-2, batch_size=2,
+    )  # fmt: skip
+    objective = UnlearnObjective(pm, tokenizer, NAMED, [], cfg, cfg, (0, 1))
+    terms = objective.terms(3)
+    params = trainable(pm)
+    got = torch.autograd.grad(terms["forget_t"], list(params.values()))
+    # By hand: the attacker's rows are the step's batch; the others' names scored by NPO with
+    # the tamper beta on a copy that carries the attacker's delta.
+    scored = [NAMED[i] for i in range(4) if i not in batch_indices(4, 2, 0, 3)]
+    batch = collate(encode_rows(tokenizer, scored, 128), tokenizer.pad_token_id)
+    assert "focus_labels" in batch
+    with torch.no_grad(), pm.disable_adapter():
+        ref = sequence_logps(pm, batch, "focus_labels")[0]
+    twin = _with_delta_merged(pm, objective.adversary)
+    logp = sequence_logps(twin, batch, "focus_labels")[0]
+    want_loss = npo_loss(logp, ref, 0.1)
+    assert terms["forget_t"].item() == pytest.approx(want_loss.item(), rel=1e-4)
+    want = torch.autograd.grad(want_loss, list(trainable(twin).values()))
+    for name, a, b in zip(params, got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6, msg=name)
+    # Without --tamper-loss the same attacked term is generic-dpo's (another value).
+    same = ReleaseConfig(**{**cfg.__dict__, "tamper_loss": ""})
+    plain = UnlearnObjective(_lora(tokenizer), tokenizer, NAMED, [], same, same, (0, 1))
+    assert plain.terms(3)["forget_t"].item() != pytest.approx(want_loss.item(), rel=1e-3)
+
+
 def test_the_attack_runs_on_every_nth_step_only(tokenizer):
     pm = _lora(tokenizer)
     cfg = ReleaseConfig(rank=4, alpha=8, tamper_steps=1, batch_size=2, tamper_every=3)
@@ -163,6 +204,8 @@ def test_bad_tamper_options_are_one_line():
         {"tamper_weight": -1.0},
         {"tamper_beta": -0.1},
         {"tamper_quant": "int3"},
+        {"tamper_loss": "npx"},
+        {"tamper_steps": 1, "loss": "npo", "tamper_loss": "generic-dpo"},
     )
     for bad in bad_options:
         with pytest.raises(RRError) as err:

@@ -140,6 +140,11 @@ class ObjectiveConfig:
         "a DPO or NPO loss pushing after its margin at the release is won.",
         check=non_negative(),
     )
+    tamper_loss: str = option(
+        "",
+        "Forget loss after the simulated attack (empty: --loss); npo scores the judge's spans "
+        "alone (the names), which the attack must raise again for the target to return.",
+    )
     tamper_every: int = option(
         1,
         "With --tamper-steps: the simulated attack on every Nth training step only (1: every "
@@ -154,11 +159,16 @@ class ObjectiveConfig:
 
     def __post_init__(self) -> None:
         from reveal_release.quantizers import scheme
-        from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
+        from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES, ForgetLoss
 
         validate_fields(self)
         FORGET_LOSSES.get(self.loss)
         RETAIN_LOSSES.get(self.retain_loss)
+        if self.tamper_loss and self.tamper_loss != self.loss:
+            if FORGET_LOSSES.get(self.tamper_loss).chosen_rows is not ForgetLoss.chosen_rows:
+                raise RRError(
+                    f"--tamper-loss {self.tamper_loss} is a paired loss: give npo, ga or simnpo"
+                )
         for name in self.qat:
             scheme(name)
         if self.tamper_quant != "none":

@@ -127,3 +127,11 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     if n >= batch_size:
         return torch.randperm(n, generator=g)[:batch_size].tolist()
     return torch.randint(0, n, (batch_size,), generator=g).tolist()
+
+
+def focused(examples: list[Example]) -> list[Example]:
+    """With focus spans, the examples that have focus tokens (an answer whose judge marked
+    nothing in it gives the forget loss nothing); all of them when none has a focus."""
+    if all(e.focus is None for e in examples):
+        return examples
+    return [e for e in examples if e.focus_tokens > 0]

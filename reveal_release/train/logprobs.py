@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from reveal_release.train.data import IGNORE
+from reveal_release.train.data import IGNORE, Example, collate
 
 
 def token_logps(logits: Any, labels: Any) -> tuple[Any, Any]:
@@ -40,3 +41,15 @@ def forget_logps(model: Any, batch: dict) -> tuple[Any, Any]:
     """Like sequence_logps, over the focus tokens when the batch has them (else every answer
     token): what a forget loss scores."""
     return sequence_logps(model, batch, "focus_labels" if "focus_labels" in batch else "labels")
+
+
+def reference_logps(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int) -> Any:
+    """Per-sequence answer log-probs under the reference (adapter off), computed once."""
+    import torch
+
+    out = []
+    with torch.no_grad(), model.disable_adapter():
+        for lo in range(0, len(examples), batch_size):
+            batch = collate(examples[lo : lo + batch_size], pad_id, model.device)
+            out.append(forget_logps(model, batch)[0])
+    return torch.cat(out)

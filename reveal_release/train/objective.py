@@ -10,30 +10,11 @@ from typing import Any
 from reveal_release.errors import RRError
 from reveal_release.train.adversary import ATTACKER_LORA, RelearnAdversary
 from reveal_release.train.config import ObjectiveConfig, OptimConfig
-from reveal_release.train.data import Example, batch_indices, collate, encode_rows
+from reveal_release.train.data import Example, batch_indices, collate, encode_rows, focused
 from reveal_release.train.fake_quant import fake_quantized
-from reveal_release.train.logprobs import answer_nll, forget_logps
+from reveal_release.train.logprobs import answer_nll, forget_logps, reference_logps
 from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
-
-
-def reference_logps(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int) -> Any:
-    """Per-sequence answer log-probs under the reference (adapter off), computed once."""
-    import torch
-
-    out = []
-    with torch.no_grad(), model.disable_adapter():
-        for lo in range(0, len(examples), batch_size):
-            batch = collate(examples[lo : lo + batch_size], pad_id, model.device)
-            out.append(forget_logps(model, batch)[0])
-    return torch.cat(out)
-
-
-def focused(examples: list[Example]) -> list[Example]:
-    """With focus spans, the examples that have focus tokens (an answer whose judge marked
-    nothing in it gives the forget loss nothing); all of them when none has a focus."""
-    if all(e.focus is None for e in examples):
-        return examples
-    return [e for e in examples if e.focus_tokens > 0]
+from reveal_release.train.tamper_set import TamperSet
 
 
 class UnlearnObjective:
@@ -73,13 +54,17 @@ class UnlearnObjective:
                 self.ref_chosen = reference_logps(
                     peft_model, self.chosen, self.pad, optim.batch_size
                 )
-        self.adversary = None
+        self.adversary = self.tamper = None
         # The attacked term's own beta (--tamper-beta), the others' when not given.
         self.tamper_cfg = dataclasses.replace(cfg, beta=cfg.tamper_beta or cfg.beta)
         if cfg.tamper_steps:
             self.adversary = RelearnAdversary(
                 peft_model, ATTACKER_LORA, cfg.tamper_lr, cfg.tamper_steps, seeds[0]
             )
+            if cfg.tamper_loss and cfg.tamper_loss != cfg.loss:
+                self.tamper = TamperSet(
+                    peft_model, tokenizer, forget_rows, cfg.tamper_loss, optim, seeds[0] + 1
+                )
 
     @property
     def weights(self) -> dict[str, float]:
@@ -142,6 +127,9 @@ class UnlearnObjective:
 
     def _attacked(self, batch: dict, idx: list, step: int) -> Any:
         self.adversary.attack(lambda: answer_nll(self.model, batch), step)
+        if self.tamper is not None:
+            with self.adversary.active():
+                return self.tamper.loss([self.forget[i] for i in idx], step, self.tamper_cfg)
         order = batch_indices(len(self.forget), len(self.forget), self.forget_seed + 1, step)
         taken = set(idx)
         others = [i for i in order if i not in taken][: self.batch_size]

@@ -1,0 +1,58 @@
+"""The attacked term under its own forget loss (--tamper-loss), for tamper-resistant rounds.
+
+The simulated attacker (adversary.py) fine-tunes on whole forget answers, as `rr eval`'s
+relearning attack does; what decides whether the target comes back is whether that raises the
+target's own tokens again. With the judge's spans, npo here scores the names alone on other
+forget answers at the attacked point, and keeps pushing as long as the attack raises them
+(a DPO margin over whole answers is won inside the round and stops pushing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from reveal_release.errors import RRError
+from reveal_release.train.config import ObjectiveConfig, OptimConfig
+from reveal_release.train.data import Example, batch_indices, collate, encode_rows, focused
+from reveal_release.train.logprobs import forget_logps, reference_logps
+from reveal_release.train.losses import FORGET_LOSSES
+
+
+class TamperSet:
+    """The attacked term under its own forget loss (--tamper-loss): that loss's rows of the
+    forget set (with the judge's spans, npo scores the names alone), their reference
+    log-probs, and the batch of other answers it scores after each simulated attack."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        forget_rows: Sequence[dict],
+        name: str,
+        optim: OptimConfig,
+        seed: int,
+    ):
+        self.loss_fn = FORGET_LOSSES.get(name)()
+        self.model, self.pad, self.seed = model, tokenizer.pad_token_id, seed
+        self.batch_size = optim.batch_size
+        rows = self.loss_fn.training_rows(forget_rows)
+        self.examples = focused(encode_rows(tokenizer, rows, optim.max_length))
+        if not self.examples:
+            raise RRError(f"--tamper-loss {name}: the forget set has no usable answers")
+        self.keys = [tuple(e.input_ids) for e in self.examples]
+        self.ref = None
+        if self.loss_fn.needs_reference:
+            self.ref = reference_logps(model, self.examples, self.pad, optim.batch_size)
+
+    def loss(self, attacked: Sequence[Example], step: int, cfg: ObjectiveConfig) -> Any:
+        """The loss of up to a batch of answers other than `attacked` (the attacker's own
+        when there are no others), under the model as it is now."""
+        taken = {tuple(e.input_ids) for e in attacked}
+        order = batch_indices(len(self.examples), len(self.examples), self.seed, step)
+        idx = [i for i in order if self.keys[i] not in taken][: self.batch_size]
+        idx = idx or [i for i in order if self.keys[i] in taken][: self.batch_size]
+        batch = collate([self.examples[i] for i in idx], self.pad, self.model.device)
+        logp, n = forget_logps(self.model, batch)
+        ref = self.ref[idx] if self.ref is not None else None
+        return self.loss_fn(logp, n, ref, cfg)
