@@ -129,6 +129,12 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return torch.randint(0, n, (batch_size,), generator=g).tolist()
 
 
+def other_indices(n: int, taken: set[int], batch_size: int, seed: int, step: int) -> list[int]:
+    """Up to a batch of indices outside `taken`, in the step's order ([] when all are taken)."""
+    order = batch_indices(n, n, seed, step)
+    return [i for i in order if i not in taken][:batch_size]
+
+
 def focused(examples: list[Example]) -> list[Example]:
     """With focus spans, the examples that have focus tokens (an answer whose judge marked
     nothing in it gives the forget loss nothing); all of them when none has a focus."""

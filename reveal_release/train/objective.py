@@ -10,7 +10,14 @@ from typing import Any
 from reveal_release.errors import RRError
 from reveal_release.train.adversary import ATTACKER_LORA, RelearnAdversary
 from reveal_release.train.config import ObjectiveConfig, OptimConfig
-from reveal_release.train.data import Example, batch_indices, collate, encode_rows, focused
+from reveal_release.train.data import (
+    Example,
+    batch_indices,
+    collate,
+    encode_rows,
+    focused,
+    other_indices,
+)
 from reveal_release.train.fake_quant import fake_quantized
 from reveal_release.train.logprobs import answer_nll, forget_logps, reference_logps
 from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
@@ -130,9 +137,9 @@ class UnlearnObjective:
         if self.tamper is not None:
             with self.adversary.active():
                 return self.tamper.loss([self.forget[i] for i in idx], step, self.tamper_cfg)
-        order = batch_indices(len(self.forget), len(self.forget), self.forget_seed + 1, step)
-        taken = set(idx)
-        others = [i for i in order if i not in taken][: self.batch_size]
+        others = other_indices(
+            len(self.forget), set(idx), self.batch_size, self.forget_seed + 1, step
+        )
         if others:
             idx, batch = (
                 others,

@@ -14,7 +14,7 @@ from typing import Any
 
 from reveal_release.errors import RRError
 from reveal_release.train.config import ObjectiveConfig, OptimConfig
-from reveal_release.train.data import Example, batch_indices, collate, encode_rows, focused
+from reveal_release.train.data import Example, collate, encode_rows, focused, other_indices
 from reveal_release.train.logprobs import forget_logps, reference_logps
 from reveal_release.train.losses import FORGET_LOSSES
 
@@ -48,10 +48,11 @@ class TamperSet:
     def loss(self, attacked: Sequence[Example], step: int, cfg: ObjectiveConfig) -> Any:
         """The loss of up to a batch of answers other than `attacked` (the attacker's own
         when there are no others), under the model as it is now."""
-        taken = {tuple(e.input_ids) for e in attacked}
-        order = batch_indices(len(self.examples), len(self.examples), self.seed, step)
-        idx = [i for i in order if self.keys[i] not in taken][: self.batch_size]
-        idx = idx or [i for i in order if self.keys[i] in taken][: self.batch_size]
+        seen = {tuple(e.input_ids) for e in attacked}
+        taken = {i for i, key in enumerate(self.keys) if key in seen}
+        n = len(self.examples)
+        idx = other_indices(n, taken, self.batch_size, self.seed, step)
+        idx = idx or sorted(taken)[: self.batch_size]
         batch = collate([self.examples[i] for i in idx], self.pad, self.model.device)
         logp, n = forget_logps(self.model, batch)
         ref = self.ref[idx] if self.ref is not None else None
