@@ -16,12 +16,15 @@ from reveal_release.console import err_console
 from reveal_release.embedded_models import DEFAULT_MODEL
 from reveal_release.errors import RRError
 from reveal_release.evaluate.settings import EvalSettings
+from reveal_release.presets import PRESET_HELP
 from reveal_release.r2f.fit import FitConfig
 from reveal_release.release.config import ReleaseConfig
 from reveal_release.reveal.config import RevealConfig
 
 app = typer.Typer(
-    help="reveal-release: make a language model forget a target without its training data.",
+    help="reveal-release: make a language model forget a target without its training data.\n\n"
+    "`rr run --target T --run DIR` does reveal, release and eval in one go. Presets "
+    "(--preset on run, reveal, release and eval): quick (the demo), default, thorough.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -35,6 +38,7 @@ ModelOpt = Annotated[
 RunOpt = Annotated[Path, typer.Option("--run", help="The run folder.")]
 TrustOpt = Annotated[bool, typer.Option(help="Run code shipped with a hub model (off: safer).")]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the figures here.")]
+PresetOpt = Annotated[str, typer.Option(help=PRESET_HELP)]
 
 
 @app.command()
@@ -74,6 +78,7 @@ def reveal(
     cfg: RevealConfig,
     model: ModelOpt = DEFAULT_MODEL,
     backend: Annotated[str, typer.Option(help="hf or vllm.")] = "hf",
+    preset: PresetOpt = "default",
     trust_remote_code: TrustOpt = False,
     explicit: frozenset[str] = frozenset(),
 ) -> None:
@@ -82,7 +87,7 @@ def reveal(
 
     reveal_command(
         target=target, run=run, model=model, cfg=cfg, backend=backend,
-        trust_remote_code=trust_remote_code, explicit=explicit,
+        trust_remote_code=trust_remote_code, explicit=explicit, preset=preset,
     )  # fmt: skip
 
 
@@ -94,6 +99,7 @@ def release(
     backend: Annotated[str, typer.Option(help="Sampler for the rounds' reveals: hf or vllm.")] = (
         "hf"
     ),
+    preset: PresetOpt = "default",
     trust_remote_code: TrustOpt = False,
     explicit: frozenset[str] = frozenset(),
 ) -> None:
@@ -101,8 +107,9 @@ def release(
     from reveal_release.release.command import release_command
 
     release_command(
-        run=run, cfg=cfg, backend=backend, trust_remote_code=trust_remote_code, explicit=explicit
-    )
+        run=run, cfg=cfg, backend=backend, trust_remote_code=trust_remote_code,
+        explicit=explicit, preset=preset,
+    )  # fmt: skip
 
 
 @app.command(name="eval")
@@ -123,14 +130,37 @@ def evaluate(
     report_only: Annotated[
         bool, typer.Option(help="Rebuild the report from its metrics.json; load no model.")
     ] = False,
+    preset: PresetOpt = "default",
     trust_remote_code: TrustOpt = False,
+    explicit: frozenset[str] = frozenset(),
 ) -> None:
     """Held-out forgetting, utility and robustness attacks, with a report."""
     from reveal_release.evaluate.command import eval_command
 
     eval_command(
         run=run, model=model, target=target, base=base, out=out, settings=settings,
-        report_only=report_only, trust_remote_code=trust_remote_code,
+        report_only=report_only, trust_remote_code=trust_remote_code, explicit=explicit,
+        preset=preset,
+    )  # fmt: skip
+
+
+@app.command(name="run")
+def run_all(
+    target: Annotated[
+        str, typer.Option(help="code, person, toxicity, topic:<subject> or a TOML spec.")
+    ],
+    run: RunOpt,
+    model: ModelOpt = DEFAULT_MODEL,
+    preset: PresetOpt = "default",
+    backend: Annotated[str, typer.Option(help="Sampler for the reveals: hf or vllm.")] = "hf",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Reveal, release and eval in one go (a finished stage is read back); the time by stage."""
+    from reveal_release.pipeline import run_command
+
+    run_command(
+        target=target, run=run, model=model, preset=preset, backend=backend,
+        trust_remote_code=trust_remote_code,
     )  # fmt: skip
 
 

@@ -118,7 +118,8 @@ def _hub_folder(repo_id: str) -> Path:
         ) from None
 
 
-def _folder_fingerprint(folder: Path) -> str:
+def folder_fingerprint(folder: Path) -> str:
+    """A transformers folder's identity: the hash of its config and of every weight file."""
     weights = sorted(p for pat in WEIGHT_PATTERNS for p in folder.glob(pat))
     if not weights:
         if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
@@ -243,7 +244,7 @@ def load_model(
         folder, fingerprint, built = _gguf_folder(source, progress)
     else:
         folder = source.folder if source.kind == "folder" else _hub_folder(source.spec)
-        fingerprint = _folder_fingerprint(folder)
+        fingerprint = folder_fingerprint(folder)
     device = pick_device(device)
     torch_dtype = load_dtype(device, dtype, source.kind)
     try:

@@ -130,6 +130,19 @@ def quantize_model(model: Any, s: Scheme | str, skip: tuple[str, ...] = ("lm_hea
     return done
 
 
+def maps_onto_itself(model: Any, s: Scheme | str, skip: tuple[str, ...] = ("lm_head",)) -> bool:
+    """Whether quantising the model leaves every weight exactly as it is (a model already on
+    the scheme's grid): its quantised copy is then the model itself."""
+    import torch
+
+    s = scheme(s) if isinstance(s, str) else s
+    with torch.no_grad():
+        return all(
+            torch.equal(quantize_tensor(mod.weight, s), mod.weight)
+            for _, mod in quantizable(model, skip)
+        )
+
+
 def codes_of(model: Any, s: Scheme | str) -> dict[str, Any]:
     """Every quantisable layer's integer codes under the scheme (int8 tensors, for comparing)."""
     import torch

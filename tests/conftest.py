@@ -22,6 +22,8 @@ def rr_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model cache for this test session, so tests never touch the user's cache."""
     path = Path(os.environ.get("RR_TEST_CACHE") or tmp_path_factory.mktemp("rr-cache"))
     os.environ["RR_CACHE"] = str(path)
+    # Figures measured by one test session are never read by another (RR_TEST_CACHE may last).
+    os.environ["RR_FIGURE_CACHE"] = str(tmp_path_factory.mktemp("rr-figures"))
     os.environ["HF_HUB_OFFLINE"] = "1"
     return path
 

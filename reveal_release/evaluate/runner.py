@@ -12,14 +12,17 @@ from reveal_release.evaluate.attacks import ATTACKS, AttackContext, AttackSkippe
 from reveal_release.evaluate.inputs import EvalInputs
 from reveal_release.evaluate.settings import ALL_ATTACKS, EvalSettings
 from reveal_release.metrics.figure_cache import MetricCache, NotCached, signature
+from reveal_release.metrics.model_figures import (
+    FigureStore,
+    heldout_figures,
+    heldout_key,
+    model_key,
+    utility_figures,
+    utility_key,
+)
 from reveal_release.models import LoadedModel
 
 Report = Callable[[str], None]
-
-
-def model_key(loaded: LoadedModel) -> str:
-    """What a model's figures depend on: its weights' fingerprint and the dtype it ran in."""
-    return f"{loaded.fingerprint}|{str(loaded.model.dtype).removeprefix('torch.')}"
 
 
 def _model_metrics(
@@ -30,12 +33,11 @@ def _model_metrics(
     probes: list[str],
     s: EvalSettings,
     cache: MetricCache,
+    store: FigureStore,
     say: Report,
 ) -> dict[str, Any]:
     """Held-out reveal rate, target knowledge QA, utility and fluency of one model."""
     from reveal_release.metrics.knowledge import topic_qa_items
-    from reveal_release.metrics.perplexity import perplexity
-    from reveal_release.metrics.probes import reveal_rate
     from reveal_release.metrics.qa import qa_accuracy, retain_items
 
     fp = model_key(loaded)
@@ -44,10 +46,9 @@ def _model_metrics(
 
     def heldout() -> dict[str, Any]:
         say(f"{key}: held-out probes ({len(probes)})")
-        r = reveal_rate(loaded, inp.spec, judge, probes, max_new_tokens=s.max_new_tokens)
-        return {"rate": r.rate, "mean_score": r.mean_score, "n": r.n, "rows": r.rows}
+        return heldout_figures(loaded, inp.spec, judge, probes, s.max_new_tokens)
 
-    out["heldout"] = cache.get(f"{fp}|heldout|{gen}", heldout)
+    out["heldout"] = store.get(fp, heldout_key(s.max_new_tokens), heldout)
     items, why = topic_qa_items(inp.spec)
 
     def knowledge() -> dict[str, Any]:
@@ -64,23 +65,21 @@ def _model_metrics(
 
     def utility() -> dict[str, Any]:
         say(f"{key}: utility (general QA, perplexity)")
-        r = qa_accuracy(loaded, qa_items)
-        return {
-            "qa_accuracy": r.accuracy,
-            "qa_n": r.total,
-            "qa_left_out": [it.question for it in left_out],
-            "perplexity": perplexity(loaded),
-        }
+        return utility_figures(loaded, qa_items, left_out)
 
-    util_sig = signature([gen, [it.question for it in qa_items]])
-    out["utility"] = cache.get(f"{fp}|utility|{util_sig}", utility)
-    out["fluency"] = _fluency(out["heldout"]["rows"], inp.base, f"{fp}|nll-under", gen, cache)
+    questions = [it.question for it in qa_items]
+    out["utility"] = store.get(fp, utility_key(questions), utility)
+    out["fluency"] = _fluency(
+        out["heldout"]["rows"], inp.base, f"{fp}|nll-under", gen, cache,
+        lambda: say(f"{key}: fluency (answers' NLL under the base model)"),
+    )  # fmt: skip
     return out
 
 
 def _fluency(
-    rows: list[dict], base: LoadedModel | None, key: str, gen: str, cache: MetricCache
-) -> dict[str, Any]:
+    rows: list[dict], base: LoadedModel | None, key: str, gen: str, cache: MetricCache,
+    announce: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:  # fmt: skip
     """Repetition rate of the held-out answers and their NLL under the base model."""
     from reveal_release.metrics.fluency import repetition_rate
     from reveal_release.metrics.likelihood import answer_token_logps, mean_nll
@@ -91,6 +90,7 @@ def _fluency(
         return fluency
 
     def nll() -> float:
+        announce()
         pairs = [(r["prompt"], r["response"]) for r in rows]
         return mean_nll(answer_token_logps(base, [p for p in pairs if p[1].strip()]))
 
@@ -127,6 +127,7 @@ def _attacks(
     probes: list[str],
     s: EvalSettings,
     cache: MetricCache,
+    store: FigureStore,
     say: Report,
 ) -> dict[str, Any]:
     """Each chosen attack on the evaluated model (and on the base where it gives a before)."""
@@ -135,6 +136,7 @@ def _attacks(
     ctx = AttackContext(
         spec=inp.spec, judge=judge, probes=probes, forget_rows=inp.forget_rows,
         settings=asdict(s), base=inp.base, cached=cache.get, retain_rows=inp.retain_rows,
+        store=store,
     )  # fmt: skip
     results: dict[str, Any] = {}
     for name in ALL_ATTACKS:
@@ -192,17 +194,18 @@ def evaluate(
         out_dir / "cache.json",
         salt=signature([spec.identity(), probes, spec.judge, spec.judge_params, spec.threshold]),
     )
+    store = FigureStore(spec, probes)  # the models' own figures, kept across runs
     judge = make_judge(spec.judge, **spec.judge_params)
     models: dict[str, Any] = {}
     if inp.base is not None:
-        models["base"] = _model_metrics("base", inp.base, inp, judge, probes, s, cache, say)
+        models["base"] = _model_metrics("base", inp.base, inp, judge, probes, s, cache, store, say)
     if inp.released is not None:
         models["released"] = _model_metrics(
-            "released", inp.released, inp, judge, probes, s, cache, say
+            "released", inp.released, inp, judge, probes, s, cache, store, say
         )
     subject = ("released", inp.released) if inp.released is not None else ("base", inp.base)
     assert subject[1] is not None
-    attacks = _attacks(inp, subject, judge, probes, s, cache, say)
+    attacks = _attacks(inp, subject, judge, probes, s, cache, store, say)
     _recoveries(attacks, models)
     baseline = _baseline(inp, s, judge, probes, cache, say)
     origin = inp.base if inp.base is not None else inp.released
@@ -222,7 +225,7 @@ def evaluate(
         "baseline_ga": baseline,
         "provenance": prov,
         "examples": _examples(models),
-        "cache": {"hits": cache.hits, "computed": cache.misses},
+        "cache": {"hits": cache.hits + store.hits, "computed": cache.misses + store.misses},
         "seconds": time.perf_counter() - start,
     }
 

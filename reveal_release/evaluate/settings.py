@@ -53,6 +53,9 @@ class EvalSettings:
         show=_show_attacks,
     )
     baseline: bool = option(True, "Train the one-shot gradient-ascent baseline for the plot.")
+    quant_utility: bool = option(
+        True, "Also measure QA accuracy and perplexity of each quantised copy."
+    )
     relearn_samples: int = option(8, "Relearning attack data.", check=at_least(1))
     relearn_steps: int = option(8, "Relearning attack steps.", check=at_least(1))
     relearn_more_steps: int = option(

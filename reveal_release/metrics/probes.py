@@ -29,7 +29,7 @@ def reveal_rate(
     judge: Judge | None = None,
     prompts: Sequence[str] | None = None,
     max_new_tokens: int = 64,
-    batch_size: int = 8,
+    batch_size: int = 32,
 ) -> ProbeResult:
     """Greedy answers to the held-out probes (or `prompts`), judged against spec.threshold."""
     prompts = spec.probes() if prompts is None else list(prompts)

@@ -88,7 +88,7 @@ def qa_accuracy(
     loaded: LoadedModel,
     items: Sequence[QAItem] | None = None,
     max_new_tokens: int = 24,
-    batch_size: int = 16,
+    batch_size: int = 64,
 ) -> QAResult:
     """Share of questions whose greedy answer contains an accepted answer."""
     items = list(items) if items is not None else load_qa()

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from reveal_release.errors import RRError
+from reveal_release.presets import apply_preset, check_preset
 from reveal_release.release.config import ReleaseConfig
 from reveal_release.runs import RunDir
+from reveal_release.stage_clock import StageClock
 
 BACKENDS = ("hf", "vllm")
 
@@ -22,8 +24,9 @@ def _check_options(cfg: ReleaseConfig, backend: str) -> None:
         load_decoder(Path(cfg.decoder))  # a bad decoder fails before any work
 
 
-def _progress_reporter(bar: Any) -> Any:
-    """A report(kind, **kw) callback that drives one bar per round's reveal and training."""
+def _progress_reporter(bar: Any, clock: StageClock) -> Any:
+    """A report(kind, **kw) callback that drives one bar per round's reveal and training and
+    times each phase."""
     from reveal_release.console import say
 
     tasks: dict[str, Any] = {}
@@ -32,6 +35,7 @@ def _progress_reporter(bar: Any) -> Any:
         k = kw.get("round", 0)
         if kind == "phase":
             say(f"round {k}: {kw['phase']}" if k else kw["phase"])
+            clock.mark(stage_name(k, kw["phase"]))
             return
         key = f"{kind}-{k}"
         if key not in tasks:
@@ -45,6 +49,33 @@ def _progress_reporter(bar: Any) -> Any:
     return report
 
 
+def _settings(
+    cfg: ReleaseConfig, spec: Any, preset: str, explicit: frozenset[str], backend: str
+) -> ReleaseConfig:
+    """The options given, then the preset's, then the target spec's, each said when used."""
+    from reveal_release.console import say
+    from reveal_release.targets.spec import apply_settings
+
+    cfg, explicit, preset_flags = apply_preset(cfg, preset, "release", explicit)
+    if preset_flags:
+        say(f"preset {preset} sets {preset_flags}")
+    cfg, flags = apply_settings(cfg, spec, "release", explicit)
+    if flags:
+        _check_options(cfg, backend)
+        say(f"target {spec.identity()} sets {flags} (its spec; an option you give wins)")
+    return cfg
+
+
+def stage_name(k: int, phase: str) -> str:
+    """A phase message as a stage of the timing table ('round 1: training', ...)."""
+    what = phase.split(" (")[0].split(":")[0]
+    if what.startswith("rounding"):
+        what = "rounding onto the grid"
+    elif what.startswith("the update at"):
+        what = "measuring smaller updates"
+    return f"round {k}: {what}" if k else what
+
+
 def release_command(
     *,
     run: Path,
@@ -52,22 +83,24 @@ def release_command(
     backend: str,
     trust_remote_code: bool,
     explicit: frozenset[str] = frozenset(),
+    preset: str = "default",
+    clock: StageClock | None = None,
 ) -> None:
     """Everything `rr release` does, cheapest checks first."""
     from reveal_release.console import console, progress, say
     from reveal_release.models import load_model
     from reveal_release.release.rounds import check_inputs, run_release
     from reveal_release.release.summary import print_summary
-    from reveal_release.targets.spec import apply_settings, load_target
+    from reveal_release.targets.spec import load_target
 
+    own_clock = clock is None
+    clock = clock or StageClock()
     _check_options(cfg, backend)
+    check_preset(preset)
     rd = RunDir.load(run)
     reveal_cfg = rd.reveal_config()
     spec = load_target(reveal_cfg["target"])
-    cfg, flags = apply_settings(cfg, spec, "release", explicit)
-    if flags:
-        _check_options(cfg, backend)
-        say(f"target {spec.identity()} sets {flags} (its spec; an option you give wins)")
+    cfg = _settings(cfg, spec, preset, explicit, backend)
     check_inputs(rd, spec, cfg)
     settings = {k: v for k, v in cfg.to_json().items() if k != "rounds"}
     done = rd.stage_info("release")
@@ -78,12 +111,14 @@ def release_command(
             print_summary(rd, f"release: {spec.identity()} (finished earlier)")
             say(f"release already finished in {run}: {st.info.get('stop_reason', '')}")
             return
+        clock.mark("loading the model")
         loaded = load_model(reveal_cfg["model"], trust_remote_code=trust_remote_code, progress=True)
         rd.check_model(loaded.fingerprint)
         with progress() as bar:
             summary = run_release(
-                rd, loaded, spec, cfg, report=_progress_reporter(bar), backend=backend
+                rd, loaded, spec, cfg, report=_progress_reporter(bar, clock), backend=backend
             )
+        clock.stop()
         last = summary.rounds[-1] if summary.rounds else {}
         st.info.update(
             stop_reason=summary.stop_reason,
@@ -95,3 +130,5 @@ def release_command(
     )
     console.print(f"stopped: {summary.stop_reason}")
     console.print(f"wrote {rd.path('model')} (merged) and {rd.path('round-*')}/ (adapters)")
+    if own_clock:
+        clock.print("rr release")

@@ -6,6 +6,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from reveal_release.metrics.model_figures import (
+    FigureStore,
+    heldout_figures,
+    heldout_key,
+    model_key,
+    quant_key,
+    utility_figures,
+    utility_key,
+)
 from reveal_release.models import LoadedModel
 from reveal_release.targets.spec import TargetSpec
 
@@ -17,28 +26,38 @@ def measure(
     max_new_tokens: int = 64,
     probe_limit: int = 0,
     qa_limit: int = 0,
+    store: FigureStore | None = None,
 ) -> dict[str, Any]:
-    """The figures each round is judged by, with a few example answers."""
-    from reveal_release.metrics.perplexity import perplexity
-    from reveal_release.metrics.probes import reveal_rate
-    from reveal_release.metrics.qa import qa_accuracy, retain_items
+    """The figures each round is judged by, with a few example answers (read from `store`
+    when given: only for a model whose fingerprint is its weights', i.e. the base)."""
+    from reveal_release.metrics.qa import retain_items
 
     start = time.perf_counter()
     prompts = spec.probes(probe_limit)
-    probes = reveal_rate(loaded, spec, judge=judge, prompts=prompts, max_new_tokens=max_new_tokens)
     items, left_out = retain_items(spec.tags(), qa_limit)
-    qa = qa_accuracy(loaded, items)
-    ppl = perplexity(loaded)
+    mk = model_key(loaded)
+
+    def heldout() -> dict[str, Any]:
+        return heldout_figures(loaded, spec, judge, prompts, max_new_tokens)
+
+    def utility() -> dict[str, Any]:
+        return utility_figures(loaded, items, left_out)
+
+    questions = [it.question for it in items]
+    keys = heldout_key(max_new_tokens), utility_key(questions)
+    probes = store.get(mk, keys[0], heldout) if store else heldout()
+    util = store.get(mk, keys[1], utility) if store else utility()
     return {
-        "heldout_reveal_rate": probes.rate,
-        "heldout_mean_score": probes.mean_score,
-        "heldout_n": probes.n,
-        "retain_accuracy": qa.accuracy,
-        "retain_n": qa.total,
-        "retain_left_out": [it.question for it in left_out],
-        "perplexity": ppl,
-        "examples": probes.rows,
+        "heldout_reveal_rate": probes["rate"],
+        "heldout_mean_score": probes["mean_score"],
+        "heldout_n": probes["n"],
+        "retain_accuracy": util["qa_accuracy"],
+        "retain_n": util["qa_n"],
+        "retain_left_out": util["qa_left_out"],
+        "perplexity": util["perplexity"],
+        "examples": probes["rows"],
         "seconds": time.perf_counter() - start,
+        "figures": {keys[0]: probes, keys[1]: util},
     }
 
 
@@ -50,6 +69,7 @@ def measure_quantized(
     base_codes: dict[str, Any] | None,
     max_new_tokens: int = 64,
     probe_limit: int = 0,
+    store: FigureStore | None = None,
 ) -> dict[str, Any]:
     """The held-out reveal rate of the model's quantised copy, and the share of its codes that
     differ from the base model's (the part of the update the quantised model keeps)."""
@@ -62,11 +82,18 @@ def measure_quantized(
     out: dict[str, Any] = {"quant_scheme": scheme}
     if base_codes is not None:
         out["quant_codes_changed"] = changed_share(base_codes, codes_of(loaded.model, scheme))
-    copy_ = copy.deepcopy(loaded.model)
-    quantize_model(copy_, scheme)
-    q = LoadedModel.bare(copy_, loaded.tokenizer)
-    probes = reveal_rate(q, spec, judge, spec.probes(probe_limit), max_new_tokens=max_new_tokens)
-    out.update(quant_reveal_rate=probes.rate, quant_seconds=time.perf_counter() - start)
+
+    def reveal() -> dict[str, Any]:
+        copy_ = copy.deepcopy(loaded.model)
+        layers = quantize_model(copy_, scheme)
+        q = LoadedModel.bare(copy_, loaded.tokenizer)
+        r = reveal_rate(q, spec, judge, spec.probes(probe_limit), max_new_tokens=max_new_tokens)
+        return {"reveal_rate": r.rate, "n": r.n, "layers": layers}
+
+    key = quant_key(scheme, max_new_tokens)
+    figures = store.get(model_key(loaded), key, reveal) if store else reveal()
+    out.update(quant_reveal_rate=figures["reveal_rate"], quant_seconds=time.perf_counter() - start)
+    out["figures"] = {key: figures}
     return out
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from reveal_release.atomic import atomic_dir, atomic_write_json
 from reveal_release.console import peak_rss_bytes
 from reveal_release.errors import RRError
+from reveal_release.metrics.model_figures import FigureStore
 from reveal_release.models import LoadedModel
 from reveal_release.release.config import ReleaseConfig
 from reveal_release.release.measure import measure, measure_quantized, ratios
@@ -150,6 +151,9 @@ class Rounds:
         self.last_snap: dict[str, Any] = {}
         self.base_weights: dict[str, Any] = {}  # W0 of the quantisable layers (for snap_gain)
         self.focus_spans: int | None = None  # target spans the last round's forget loss saw
+        self.store = FigureStore(spec, spec.probes(cfg.probe_limit))
+        self.version = 0  # bumped at every change of M_k's weights
+        self.measured_version = -1  # the version the last figures were measured on
 
     def phase(self, k: int, what: str) -> None:
         """Tell the reporter what round k is doing."""
@@ -177,18 +181,22 @@ class Rounds:
         """The rows the rounding after round k is calibrated on."""
         return calibration_rows(self.run, k, self.forget0)
 
-    def _measure(self, loaded: LoadedModel) -> dict[str, Any]:
+    def _measure(self, loaded: LoadedModel, store: FigureStore | None = None) -> dict[str, Any]:
+        """The round's figures (`store`: read and kept by the model's fingerprint, for the base
+        only), with the figures as the store keeps them under "figures"."""
         cfg = self.cfg
         m = measure(
-            loaded, self.spec, self.judge, cfg.probe_max_new_tokens, cfg.probe_limit, cfg.qa_limit
-        )
+            loaded, self.spec, self.judge, cfg.probe_max_new_tokens, cfg.probe_limit,
+            cfg.qa_limit, store,
+        )  # fmt: skip
         if cfg.stop_quant != "none":
-            m.update(
-                measure_quantized(
-                    loaded, self.spec, self.judge, cfg.stop_quant, self.base_codes,
-                    cfg.probe_max_new_tokens, cfg.probe_limit,
-                )
+            q = measure_quantized(
+                loaded, self.spec, self.judge, cfg.stop_quant, self.base_codes,
+                cfg.probe_max_new_tokens, cfg.probe_limit, store,
             )  # fmt: skip
+            m["figures"].update(q.pop("figures"))
+            m.update(q)
+        self.measured_version = self.version
         return m
 
     def measure_base(self) -> dict[str, Any]:
@@ -225,7 +233,9 @@ class Rounds:
         with self.run.stage("release-base") as st:
             if not st.done:
                 self.phase(0, "measuring the base model")
-                st.info.update(self._measure(self.current))
+                m = self._measure(self.current, self.store)
+                m.pop("figures")
+                st.info.update(m)
                 self.run.write_json("release/base-metrics.json", st.info)
             return st.info
 
@@ -320,6 +330,7 @@ class Rounds:
         model = apply_adapter(self.current.model, adapter)
         self.current = dataclasses.replace(self.current, model=model)
         self.rounded = None
+        self.version += 1
         self.rescale(k, 1.0, fraction)
         self.earlier_a.append(load_a_matrices(adapter))
 
@@ -329,6 +340,7 @@ class Rounds:
             adapter = self.run.path(round_dir(k), "adapter")
             add_update(self.current.model, adapter, self.cfg.scaling, now - was)
             self.rounded = None
+            self.version += 1
 
     def shrink(self, k: int, m: dict[str, Any], measure: Callable[[], dict]) -> dict[str, Any]:
         """Round k's update bisected in size (--shrink times) for the largest part within the
@@ -406,12 +418,25 @@ class Rounds:
         if m["stop_kind"] == "budget" and self.cfg.shrink:
             m = self.shrink(k, m, lambda: self.measure_round(k, forget, result, base, t0))
             m["round_seconds"] = time.perf_counter() - t0
+        figures = m.pop("figures", {})
         self.run.write_json(f"{round_dir(k)}/metrics.json", m)
         if not m.get("rolled_back"):
             self.phase(k, "saving the merged model")
             save_model(self.run, self.released(), k, self.grid)
+            if self.measured_version == self.version:
+                self.keep_figures(figures)
         info.update({key: v for key, v in m.items() if key != "examples"})
         return self.record(info)
+
+    def keep_figures(self, figures: dict[str, Any]) -> None:
+        """Keep the round's figures under the saved model's fingerprint, so `rr eval` reads
+        them instead of measuring the same model again."""
+        from reveal_release.models import folder_fingerprint
+
+        dtype = str(self.released().model.dtype).removeprefix("torch.")
+        mk = f"{folder_fingerprint(self.run.path('model'))}|{dtype}"
+        for key, value in figures.items():
+            self.store.put(mk, key, value)
 
     def record(self, info: dict[str, Any]) -> bool:
         """Add a finished round to the summary; True when it stopped the release."""

@@ -133,37 +133,41 @@ def input_hessians(model: Any, tokenizer: Any, rows: Sequence[dict], max_length:
 
 def round_layer(w: Any, grid: LayerGrid, hess: Any, damp: float, block: int = 128) -> Any:
     """w rounded onto the grid column by column, each column's rounding error carried to the
-    columns not yet rounded through the inverse of the inputs' second moment (GPTQ)."""
+    columns not yet rounded through the inverse of the inputs' second moment (GPTQ).
+
+    It works on w transposed, so that each column is one contiguous vector."""
     import torch
 
-    w = w.float().clone()
-    rows, cols = w.shape
+    wt = w.float().t().contiguous()  # (cols, rows)
+    cols, rows = wt.shape
     h = hess.clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     h += damp * torch.diag(h).mean() * torch.eye(cols, device=h.device)
     upper = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    scale, offset = grid.scale[:, grid.col_group], grid.offset[:, grid.col_group]
+    scale = grid.scale[:, grid.col_group].t().contiguous()
+    offset = grid.offset[:, grid.col_group].t().contiguous()
     on = {"device": w.device}
     frozen = torch.zeros(rows, cols, dtype=torch.bool, **on).scatter_(1, grid.anchor_cols, True)
     keep = torch.zeros(rows, cols, **on).scatter_(1, grid.anchor_cols, grid.anchor_vals.float())
+    frozen, keep = frozen.t().contiguous(), keep.t().contiguous()
     flat = scale <= FLAT
-    out = torch.empty_like(w)
+    out = torch.empty_like(wt)
     for b0 in range(0, cols, block):
         b1 = min(b0 + block, cols)
-        part, err, u = w[:, b0:b1].clone(), torch.zeros(rows, b1 - b0, **on), upper[b0:b1, b0:b1]
+        part, err, u = wt[b0:b1].clone(), torch.zeros(b1 - b0, rows, **on), upper[b0:b1, b0:b1]
         for j in range(b1 - b0):
             c = b0 + j
-            code = torch.round((part[:, j] - offset[:, c]) / scale[:, c])
-            q = code.clamp(grid.lowest, grid.highest) * scale[:, c] + offset[:, c]
-            q = torch.where(frozen[:, c], keep[:, c], q)
-            q = torch.where(flat[:, c], part[:, j], q)  # a group with no grid: left as it is
-            out[:, c] = q
-            e = (part[:, j] - q) / u[j, j]
-            part[:, j:] -= e.unsqueeze(1) * u[j, j:].unsqueeze(0)
-            err[:, j] = e
-        w[:, b1:] -= err @ upper[b0:b1, b1:]
-    return out
+            code = torch.round((part[j] - offset[c]) / scale[c])
+            q = code.clamp(grid.lowest, grid.highest) * scale[c] + offset[c]
+            q = torch.where(frozen[c], keep[c], q)
+            q = torch.where(flat[c], part[j], q)  # a group with no grid: left as it is
+            out[c] = q
+            e = (part[j] - q) / u[j, j]
+            part[j:] -= u[j, j:].unsqueeze(1) * e.unsqueeze(0)
+            err[j] = e
+        wt[b1:] -= upper[b0:b1, b1:].t() @ err
+    return out.t()
 
 
 def scale_update(model: Any, base_weights: dict[str, Any], gain: float) -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from reveal_release.errors import RRError
+from reveal_release.presets import apply_preset
 from reveal_release.reveal.config import RevealConfig
+from reveal_release.stage_clock import StageClock
 
 BACKENDS = ("hf", "vllm")
 
@@ -34,6 +36,8 @@ def reveal_command(
     backend: str,
     trust_remote_code: bool,
     explicit: frozenset[str] = frozenset(),
+    preset: str = "default",
+    clock: StageClock | None = None,
 ) -> None:
     """Everything `rr reveal` does, in the order a user's mistakes are cheapest to catch."""
     from reveal_release.console import console, progress, say
@@ -47,11 +51,17 @@ def reveal_command(
 
     if backend not in BACKENDS:
         raise RRError(f"unknown backend '{backend}': choose hf or vllm")
+    own_clock = clock is None
+    clock = clock or StageClock()
+    cfg, explicit, preset_flags = apply_preset(cfg, preset, "reveal", explicit)
     spec = load_target(target)
+    if preset_flags:
+        say(f"preset {preset} sets {preset_flags}")
     cfg, flags = apply_settings(cfg, spec, "reveal", explicit)
     if flags:
         say(f"target {spec.identity()} sets {flags} (its spec; an option you give wins)")
     make_judge(spec.judge, **spec.judge_params)  # fail on a missing package before loading
+    clock.mark("loading the model")
     loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
     rd = RunDir.open(run, {"model": loaded.fingerprint, "target": spec.identity()})
     config = {"model": model, "target": target, "backend": backend, **asdict(cfg)}
@@ -61,12 +71,18 @@ def reveal_command(
         if st.done:
             say(f"reveal already finished in {run}: nothing to do (forget {st.info.get('forget')})")
             return
+        clock.mark(f"starting the {backend} sampler")
         sampler = make_sampler(backend, loaded)
         try:
             with progress() as bar:
-                summary = run_reveal(loaded, spec, sampler, rd, cfg, on_step=_on_step(bar))
+                summary = run_reveal(
+                    loaded, spec, sampler, rd, cfg, on_step=_on_step(bar), on_stage=clock.mark
+                )
         finally:
             sampler.close()
+        clock.stop()
         st.info.update(summary_dict(summary))
     print_summary(summary, f"reveal: {spec.identity()} on {model}")
     console.print(f"wrote {rd.path('reveal')}/forget.jsonl, retain.jsonl, bandit.jsonl")
+    if own_clock:
+        clock.print("rr reveal")

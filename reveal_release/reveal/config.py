@@ -46,7 +46,7 @@ class RevealConfig:
     retain_max: float = option(
         0.2, "Highest judge score a retain answer may have.", check=fraction(), cli=False
     )
-    max_new_tokens: int = option(96, "Answer length.", check=at_least(1), cli=False)
+    max_new_tokens: int = option(96, "Answer length of the reveal's samples.", check=at_least(1))
 
     def __post_init__(self) -> None:
         validate_fields(self)

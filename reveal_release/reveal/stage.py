@@ -158,10 +158,13 @@ def run_reveal(
     round_: int = 0,
     warm_start: str | None = None,
     on_step: Callable[[str, int, int, list[Pull]], None] | None = None,
+    on_stage: Callable[[str], None] = lambda name: None,
 ) -> RevealSummary:
-    """Search for forget and retain samples and write out/{forget,retain,bandit}.jsonl."""
+    """Search for forget and retain samples and write out/{forget,retain,bandit}.jsonl
+    (`on_stage` hears each search's name as it starts)."""
     searches = _Searches(loaded, spec, sampler, run, cfg, out, warm_start, on_step)
     start = time.perf_counter()
+    on_stage("forget search")
     forget_res = searches.search(
         "forget", spec.reveal_pool, searches.judge.score, cfg.search(cfg.budget)
     )
@@ -173,6 +176,7 @@ def run_reveal(
     retain: list[dict] = []
     retain_tokens = 0
     if cfg.retain_samples > 0:  # 0: forget search only (Release rounds keep the first retain set)
+        on_stage("retain search")
         retain_res = searches.search(
             "retain", spec.retain_pool, searches.not_target, cfg.retain_search(cfg.retain_samples)
         )

@@ -31,6 +31,7 @@ class AttackContext:
     base: LoadedModel | None = None
     retain_rows: list[dict] = field(default_factory=list)
     cached: Callable[[str, Callable[[], Any]], Any] = field(default=lambda key, fn: fn())
+    store: Any = None  # a FigureStore: figures of a model alone (its quantised copies)
 
 
 class Attack(ABC):
