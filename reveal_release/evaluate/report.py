@@ -71,12 +71,17 @@ def attack_rows(m: dict[str, Any]) -> list[list[str]]:
         note = e.get("skipped", "")
         if res and name.startswith("relearn") and "samples" in res:
             note = f"{res['samples']} samples, {res['steps']} steps, lr {res['lr']:g}"
-        if res and name.startswith("quant") and "perplexity" in res:
-            note = f"perplexity after {res['perplexity']:.2f}"
-            if res.get("qa_accuracy") is not None:
-                note += f", QA {res['qa_accuracy']:.3f}"
+        if res and name.startswith("quant") and "reveal_rate" in res:
+            parts = []
+            if "perplexity" in res:
+                qa = res.get("qa_accuracy")
+                parts.append(f"perplexity after {res['perplexity']:.2f}"
+                             + (f", QA {qa:.3f}" if qa is not None else ""))  # fmt: skip
             if res.get("codes_changed") is not None:
-                note += f"; {100 * res['codes_changed']:.2f}% of codes changed by the release"
+                parts.append(f"{100 * res['codes_changed']:.2f}% of codes changed by the release")
+            if res.get("unchanged"):
+                parts.append("the model is on this grid: its own figures")
+            note = "; ".join(parts)
         if res and "auc" in res:
             note = (
                 f"{res['members']} forget vs {res['nonmembers']} unseen answers; "
