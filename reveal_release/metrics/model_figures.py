@@ -17,7 +17,12 @@ from reveal_release.targets.spec import TargetSpec
 
 def model_key(loaded: LoadedModel) -> str:
     """What a model's figures depend on: its weights' fingerprint and the dtype it ran in."""
-    return f"{loaded.fingerprint}|{str(loaded.model.dtype).removeprefix('torch.')}"
+    return weights_key(loaded.fingerprint, loaded.model.dtype)
+
+
+def weights_key(fingerprint: str, dtype: Any) -> str:
+    """The model key of weights with this fingerprint, run in this dtype."""
+    return f"{fingerprint}|{str(dtype).removeprefix('torch.')}"
 
 
 def store_root() -> Path:

@@ -431,10 +431,11 @@ class Rounds:
     def keep_figures(self, figures: dict[str, Any]) -> None:
         """Keep the round's figures under the saved model's fingerprint, so `rr eval` reads
         them instead of measuring the same model again."""
+        from reveal_release.metrics.model_figures import weights_key
         from reveal_release.models import folder_fingerprint
 
-        dtype = str(self.released().model.dtype).removeprefix("torch.")
-        mk = f"{folder_fingerprint(self.run.path('model'))}|{dtype}"
+        fingerprint = folder_fingerprint(self.run.path("model"))
+        mk = weights_key(fingerprint, self.released().model.dtype)
         for key, value in figures.items():
             self.store.put(mk, key, value)
 
