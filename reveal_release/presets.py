@@ -13,12 +13,12 @@ from reveal_release.errors import RRError
 # stage -> option -> value, as a target spec's [settings.STAGE] would write them.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The demo: a small reveal, the simulated relearning attacker (where a target's spec has
-    # one) every other step, and the attacks that undo forgetting most (relearning, 4-bit in
+    # one) every third step, and the attacks that undo forgetting most (relearning, 4-bit in
     # groups of 32 and 128: their reveal rates only; no GA baseline). Measured on `code`
     # (README): the same held-out, int4 and relearn-8 figures as an attacker every step.
     "quick": {
         "reveal": {"budget": 32, "retain_budget": 16},
-        "release": {"tamper_every": 2},
+        "release": {"tamper_every": 3},
         "eval": {
             "attacks": "relearn,quant-int4,quant-int4-g128",
             "baseline": False,
@@ -36,7 +36,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 PRESET_HELP = (
-    "quick (the demo: a small reveal, the simulated attacker every other step, the main "
+    "quick (the demo: a small reveal, the simulated attacker every third step, the main "
     "attacks), default, or thorough (a larger reveal, 5 rounds, every attack); an option you "
     "give wins"
 )

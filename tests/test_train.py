@@ -242,6 +242,23 @@ def test_answer_logprobs_equal_cross_entropy_bit_for_bit(tiny_model):
     assert torch.equal(mask, labels != IGNORE)
 
 
+def test_answer_logits_skip_the_prompt_and_keep_the_answer_logprobs(tiny_model):
+    # The head is applied from the token before the batch's first answer token on: the same
+    # per-sequence log-probs as full logits, fewer positions projected onto the vocabulary.
+    from reveal_release.train.logprobs import answer_logits, sequence_logps_from_logits
+
+    batch = collate(encode_rows(tiny_model.tokenizer, ROWS, 64), tiny_model.tokenizer.pad_token_id)
+    with torch.no_grad():
+        full = tiny_model.model(input_ids=batch["input_ids"]).logits
+        logits, labels = answer_logits(tiny_model.model, batch)
+    first = int((batch["labels"] != IGNORE).any(0).nonzero()[0])
+    assert logits.shape[1] == full.shape[1] - (first - 1) < full.shape[1]
+    want, n_want = sequence_logps_from_logits(full, batch["labels"])
+    got, n_got = sequence_logps_from_logits(logits, labels)
+    assert torch.equal(n_got, n_want)
+    assert torch.allclose(got, want, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

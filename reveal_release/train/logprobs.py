@@ -9,13 +9,17 @@ from reveal_release.train.data import IGNORE, Example, collate
 
 
 def token_logps(logits: Any, labels: Any) -> tuple[Any, Any]:
-    """(log p of each next token, mask of answer positions), both batch x (length - 1)."""
+    """(log p of each next token, mask of answer positions), both batch x (length - 1); the
+    softmax is taken at the answer positions only (0 elsewhere)."""
     import torch
 
     shifted = labels[:, 1:]
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = logp.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return picked, shifted != IGNORE
+    mask = shifted != IGNORE
+    scores = logits[:, :-1][mask].float()  # answer positions x vocabulary
+    own = torch.log_softmax(scores, dim=-1).gather(-1, shifted[mask].unsqueeze(-1)).squeeze(-1)
+    picked = torch.zeros(shifted.shape, dtype=own.dtype, device=own.device)
+    picked[mask] = own
+    return picked, mask
 
 
 def sequence_logps_from_logits(logits: Any, labels: Any) -> tuple[Any, Any]:
@@ -24,11 +28,31 @@ def sequence_logps_from_logits(logits: Any, labels: Any) -> tuple[Any, Any]:
     return (picked * mask).sum(-1), mask.sum(-1)
 
 
+def _keeps_logits(model: Any) -> bool:
+    """Whether the model's forward takes logits_to_keep (transformers' causal LMs do)."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+def answer_logits(model: Any, batch: dict, labels: str = "labels") -> tuple[Any, Any]:
+    """(logits, labels) from the position before the batch's first answer token on: the prompt
+    before it needs no vocabulary projection (the head's cost; all positions without
+    logits_to_keep)."""
+    lab = batch[labels]
+    answer = (lab != IGNORE).any(0).nonzero()
+    start = max(int(answer[0]) - 1, 0) if len(answer) else 0
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if start == 0 or not _keeps_logits(model):
+        return model(**inputs).logits, lab
+    return model(**inputs, logits_to_keep=lab.shape[1] - start).logits, lab[:, start:]
+
+
 def sequence_logps(model: Any, batch: dict, labels: str = "labels") -> tuple[Any, Any]:
     """(sum of answer-token log-probs, answer-token count) for each sequence of a batch, over
     the batch's `labels` entry."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return sequence_logps_from_logits(logits, batch[labels])
+    return sequence_logps_from_logits(*answer_logits(model, batch, labels))
 
 
 def answer_nll(model: Any, batch: dict) -> Any:

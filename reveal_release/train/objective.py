@@ -21,6 +21,7 @@ from reveal_release.train.data import (
 from reveal_release.train.fake_quant import fake_quantized
 from reveal_release.train.logprobs import answer_nll, forget_logps, reference_logps
 from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
+from reveal_release.train.reference_cache import ReferenceCache
 from reveal_release.train.tamper_set import TamperSet
 
 
@@ -54,6 +55,7 @@ class UnlearnObjective:
             raise RRError("the forget set has no usable answers: nothing to train on")
         self.use_retain = cfg.retain_weight > 0 and bool(self.retain)
         self.pad = tokenizer.pad_token_id
+        self.retain_ref = ReferenceCache(self.retain_loss, peft_model, self.retain, self.pad)
         self.ref = self.ref_chosen = None
         if self.forget_loss.needs_reference:
             self.ref = reference_logps(peft_model, self.forget, self.pad, optim.batch_size)
@@ -154,8 +156,8 @@ class UnlearnObjective:
         idx, forget = self._batch(self.forget, self.forget_seed, step)
         retain, ref = None, None
         if self.use_retain and want & {"retain", "retain_q"}:
-            _, retain = self._batch(self.retain, self.retain_seed, step)
-            ref = self.retain_loss.reference(self.model, retain)
+            ridx, retain = self._batch(self.retain, self.retain_seed, step)
+            ref = self.retain_ref.get(ridx, retain)
         out = {}
         if "forget" in want:
             out["forget"] = self._forget(forget, idx)

@@ -3,30 +3,44 @@
 from __future__ import annotations
 
 from reveal_release.train.data import IGNORE
+from reveal_release.train.logprobs import answer_logits
 from reveal_release.train.losses.base import RETAIN_LOSSES, RetainLoss
+
+
+def answer_log_probs(model, batch):
+    """The model's next-token log-probs at the batch's answer positions (rows in batch order)."""
+    import torch.nn.functional as F
+
+    logits, labels = answer_logits(model, batch)
+    return F.log_softmax(logits[:, :-1][labels[:, 1:] != IGNORE].float(), -1)
 
 
 @RETAIN_LOSSES.register("kl")
 class RetainKL(RetainLoss):
     """Hold the whole next-token distribution on retain answers, not only the sampled token."""
 
+    splits = True
+
     def reference(self, model, batch):
         """The adapter-off model's next-token log-probs on the answer positions."""
         import torch
-        import torch.nn.functional as F
 
         with torch.no_grad(), model.disable_adapter():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            return F.log_softmax(logits.logits[:, :-1].float(), -1)[_answers(batch)]
+            return answer_log_probs(model, batch)
+
+    def rows(self, ref, batch):
+        """The reference's answer positions, cut at each sequence's end."""
+        return list(ref.split((batch["labels"][:, 1:] != IGNORE).sum(1).tolist()))
+
+    def join(self, parts):
+        """Rows in batch order, as reference() lays out a batch's answer positions."""
+        import torch
+
+        return torch.cat(list(parts))
 
     def __call__(self, model, batch, cfg, ref=None):
         import torch.nn.functional as F
 
         ref = self.reference(model, batch) if ref is None else ref
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        cur = F.log_softmax(logits.logits[:, :-1].float(), -1)[_answers(batch)]
+        cur = answer_log_probs(model, batch)
         return F.kl_div(cur, ref, log_target=True, reduction="batchmean")
-
-
-def _answers(batch: dict):
-    return batch["labels"][:, 1:] != IGNORE
