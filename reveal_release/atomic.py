@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -66,17 +66,40 @@ def atomic_write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Read a JSON-lines file; a clear error names the bad line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
+def read_jsonl(path: Path, check: Callable[[Any], str | None] | None = None) -> list[dict]:
+    """Read a JSON-lines file; a clear error names the bad line (`check`: what is wrong with a
+    row, None when nothing is)."""
+    rows, n = [], 0
+    fix = "restore it or rerun the command that wrote it"
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise RRError(f"{path}:{n} is not valid JSON ({exc.msg})") from exc
+                    raise RRError(f"{path}:{n} is not valid JSON ({exc.msg}): {fix}") from None
+                problem = check(row) if check else None
+                if problem:
+                    raise RRError(f"{path}:{n} {problem}: {fix}")
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise RRError(f"{path}:{n + 1} is not UTF-8 text: {fix}") from None
     return rows
+
+
+def new_folder(path: Path | str, option: str = "--out") -> Path:
+    """A folder the user names for rr to create: absent or empty, not a file or a link (a
+    one-line error otherwise: rr never replaces a folder it did not make)."""
+    path = Path(path).expanduser()
+    if path.is_symlink():
+        raise RRError(f"{path} is a symbolic link: give {option} a plain folder path")
+    if path.exists() and not path.is_dir():
+        raise RRError(f"{path} is a file, not a folder: choose a new {option} path")
+    if path.is_dir() and any(path.iterdir()):
+        raise RRError(f"{path} exists and is not empty: choose a new {option} path")
+    return path
 
 
 @contextmanager

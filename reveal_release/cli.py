@@ -6,8 +6,11 @@ dataclasses (`with_config`): a default, a help text and a check are written once
 
 from __future__ import annotations
 
+import shlex
+import signal
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -177,7 +180,7 @@ def export(
     from reveal_release.release.export import export_run
     from reveal_release.runs import RunDir
 
-    info = export_run(RunDir.load(run), out, format)
+    info = export_run(RunDir.load(run, lock=True), out, format)
     note = info.pop("note", None)
     table("export", list(info), [list(info.values())])
     if note:
@@ -219,16 +222,61 @@ def r2f_check(
     )  # fmt: skip
 
 
+def _error(message: str, code: int = 2) -> SystemExit:
+    """Print the tool's one error line; the exit to raise."""
+    line = " ".join(message.split())
+    err_console.print(f"rr: error: {line}", highlight=False, markup=False, soft_wrap=True)
+    return SystemExit(code)
+
+
+def _usage_error(exc: typer.TyperException) -> SystemExit:
+    """A command-line mistake (unknown option, a value of the wrong type) as one line."""
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        err_console.print(ctx.get_help(), highlight=False, markup=False)
+        return SystemExit(2)
+    names = []
+    while ctx is not None and ctx.parent is not None:  # the subcommands, not the program name
+        names.insert(0, ctx.info_name)
+        ctx = ctx.parent
+    where = f" (see `{' '.join(['rr', *names, '--help'])}`)"
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    return _error(f"{message}{where}")
+
+
+_interrupts: list[int] = []  # SIGINTs received (Typer turns KeyboardInterrupt into exit 130)
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _interrupts.append(signum)
+    signal.default_int_handler(signum, frame)  # raise KeyboardInterrupt, as Python does
+
+
+def _interrupted() -> SystemExit:
+    """What a Ctrl-C leaves: the line saying what is kept and the command that resumes."""
+    again = shlex.join(["rr", *sys.argv[1:]])
+    err_console.print(
+        f"rr: interrupted: finished stages and saved training steps are kept; resume with: "
+        f"{again}", highlight=False, markup=False, soft_wrap=True,
+    )  # fmt: skip
+    return SystemExit(130)
+
+
 def main() -> None:
-    """Entry point: run the app; user errors become one line on stderr and exit code 2."""
+    """Entry point: run the app; user errors become one line on stderr and exit code 2, an
+    interrupt a line saying what is kept and how to resume, and exit code 130."""
+    signal.signal(signal.SIGINT, _on_sigint)
     try:
-        app()
+        code = app(standalone_mode=False)
     except RRError as exc:
-        err_console.print(f"rr: error: {exc}", highlight=False, markup=False, soft_wrap=True)
-        raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err_console.print("rr: interrupted; finished stages are kept, rerun to resume")
-        raise SystemExit(130) from None
+        raise _error(str(exc), exc.exit_code) from None
+    except typer.TyperException as exc:
+        raise _usage_error(exc) from None
+    except (KeyboardInterrupt, typer.Abort):
+        raise _interrupted() from None
+    if _interrupts:
+        raise _interrupted()
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

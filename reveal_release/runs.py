@@ -21,6 +21,8 @@ from reveal_release.atomic import (
     read_jsonl,
 )
 from reveal_release.errors import RRError
+from reveal_release.run_lock import LOCK_NAME, lock_run
+from reveal_release.sample_rows import sample_problem
 
 MANIFEST = "run.json"
 MANIFEST_FORMAT = 1
@@ -78,10 +80,15 @@ class RunDir:
 
     # -- opening ---------------------------------------------------------------------
     @classmethod
-    def open(cls, root: Path | str, identity: dict[str, Any] | None = None) -> RunDir:
-        """Open or create a run; `identity` (model, target...) must match an existing run."""
+    def open(
+        cls, root: Path | str, identity: dict[str, Any] | None = None, lock: bool = False
+    ) -> RunDir:
+        """Open or create a run; `identity` (model, target...) must match an existing run;
+        `lock`: hold the folder's lock for this process (what a command working in it does)."""
         root = Path(root).expanduser()
         _check_writable(root)
+        if lock:
+            _lock(root)
         path = root / MANIFEST
         if path.exists():
             manifest = _read_manifest(path)
@@ -97,7 +104,7 @@ class RunDir:
                 )
             manifest.setdefault("identity", {}).update(identity or {})
         else:
-            if root.exists() and any(p.name != ".gitkeep" for p in root.iterdir()):
+            if root.exists() and any(p.name not in (".gitkeep", LOCK_NAME) for p in root.iterdir()):
                 raise RRError(
                     f"{root} is not empty and has no {MANIFEST}: pick a new or empty --run folder"
                 )
@@ -114,12 +121,15 @@ class RunDir:
         return run
 
     @classmethod
-    def load(cls, root: Path | str) -> RunDir:
-        """Open an existing run for reading; a clear error when there is none."""
+    def load(cls, root: Path | str, lock: bool = False) -> RunDir:
+        """Open an existing run (`lock`: hold its lock for this process, as a command working
+        in it does); a clear error when there is none."""
         root = Path(root).expanduser()
         path = root / MANIFEST
         if not path.is_file():
             raise RRError(f"{root} is not a run folder (no {MANIFEST}): run `rr reveal` first")
+        if lock:
+            _lock(root)
         return cls(root, _read_manifest(path))
 
     # -- manifest --------------------------------------------------------------------
@@ -213,11 +223,11 @@ class RunDir:
 
     def forget_set(self) -> list[dict]:
         """The first reveal's forget samples."""
-        return self.read_jsonl(FORGET_SET)
+        return self.read_samples(FORGET_SET)
 
     def retain_set(self) -> list[dict]:
         """The reveal's retain samples (empty when it wrote none)."""
-        return self.read_jsonl(RETAIN_SET) if self.path(RETAIN_SET).exists() else []
+        return self.read_samples(RETAIN_SET) if self.path(RETAIN_SET).exists() else []
 
     def rounds(self) -> list[int]:
         """The numbers of the round folders present, from 1 up to the first gap."""
@@ -269,12 +279,41 @@ class RunDir:
         """Read JSON lines from the run."""
         return read_jsonl(self.path(rel))
 
+    def read_samples(self, rel: str) -> list[dict]:
+        """Read a sample set (forget or retain answers), each line checked against its schema."""
+        return read_jsonl(self.path(rel), sample_problem)
+
     def read_json(self, rel: str, default: Any = None) -> Any:
         """Read JSON from the run, or `default` when the file is missing."""
         try:
             return json.loads(self.path(rel).read_text())
         except FileNotFoundError:
             return default
+
+
+def claim(root: Path | str) -> None:
+    """Create the run folder if needed and lock it for this process (before slow set-up, so
+    that a second command on it is refused at once)."""
+    root = Path(root).expanduser()
+    _check_writable(root)
+    _lock(root)
+
+
+def _lock(root: Path) -> None:
+    """This process's lock on the run folder (run_lock), saying so when it took a stale one;
+    then a run folder with a symbolic link in it is refused (writes must not leave it)."""
+    note = lock_run(root)
+    if note:
+        from reveal_release.console import say
+
+        say(note)
+    for folder, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            if os.path.islink(os.path.join(folder, name)):
+                raise RRError(
+                    f"{os.path.join(folder, name)} is a symbolic link: rr does not follow links "
+                    "out of a run folder; replace it with what it points to, or use a new --run"
+                )
 
 
 def _check_writable(root: Path) -> None:
@@ -298,8 +337,17 @@ def _read_manifest(path: Path) -> dict[str, Any]:
             f"{path} is unreadable or corrupt ({type(exc).__name__}): "
             "restore it or start a new --run folder"
         ) from None
-    if manifest.get("format") != MANIFEST_FORMAT or "stages" not in manifest:
-        raise RRError(f"{path} is not a reveal-release manifest of format {MANIFEST_FORMAT}")
+    shaped = isinstance(manifest, dict) and isinstance(manifest.get("stages"), dict)
+    shaped = (
+        shaped
+        and all(isinstance(manifest.get(k, {}), dict) for k in ("identity", "config", "model"))
+        and all(isinstance(v, dict) for v in manifest["stages"].values())
+    )
+    if not shaped or manifest.get("format") != MANIFEST_FORMAT:
+        raise RRError(
+            f"{path} is not a reveal-release manifest of format {MANIFEST_FORMAT}: "
+            "restore it or start a new --run folder"
+        )
     return _upgrade(manifest)
 
 

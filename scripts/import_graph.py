@@ -38,6 +38,8 @@ ORDER = (
     "embedded_models",
     "model_cache",
     "runs",
+    "run_lock",
+    "sample_rows",
     "presets",
     "options",
     "stage_clock",

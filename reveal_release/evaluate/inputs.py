@@ -70,7 +70,7 @@ def run_inputs(run: Path, trust_remote_code: bool = False) -> EvalInputs:
     """The run's target, base model, released model (if any), forget set and records."""
     from reveal_release.models import load_model
 
-    rd = RunDir.load(run)
+    rd = RunDir.load(run, lock=True)
     reveal_cfg = rd.reveal_config(", or use `rr eval --model M --target T`")
     spec = load_target(reveal_cfg["target"])
     spec.probes()

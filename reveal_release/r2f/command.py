@@ -46,10 +46,12 @@ def fit_command(
     *, proxy: str, out: Path, cfg: FitConfig, json_path: Path | None, trust_remote_code: bool
 ) -> None:
     """Fit a decoder on the proxy and report its held-out cosines."""
+    from reveal_release.atomic import new_folder
     from reveal_release.console import console, progress, say
     from reveal_release.models import load_model
     from reveal_release.r2f.fit import fit_decoder
 
+    out = new_folder(out)  # before any work: nothing the user keeps there is replaced
     texts = prompts_from(FIT_POOLS, cfg.prompts)
     loaded = load_model(proxy, trust_remote_code=trust_remote_code, progress=True)
     say(f"fitting on {proxy}: {len(texts)} prompts, {cfg.views} views, rank {cfg.rank}")

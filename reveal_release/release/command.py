@@ -97,7 +97,7 @@ def release_command(
     clock = clock or StageClock()
     _check_options(cfg, backend)
     check_preset(preset)
-    rd = RunDir.load(run)
+    rd = RunDir.load(run, lock=True)
     reveal_cfg = rd.reveal_config()
     spec = load_target(reveal_cfg["target"])
     cfg = _settings(cfg, spec, preset, explicit, backend)

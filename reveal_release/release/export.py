@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from reveal_release.atomic import atomic_dir, atomic_write_json
+from reveal_release.atomic import atomic_dir, atomic_write_json, new_folder
 from reveal_release.errors import RRError
 from reveal_release.runs import RunDir, round_dir
 from reveal_release.train.lora import read_adapter, write_adapter_file
@@ -70,9 +70,7 @@ def export_run(run: RunDir, out: Path, fmt: str) -> dict:
         raise RRError(
             f"{run.root} has no finished release round: run `rr release --run {run.root}` first"
         )
-    out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()):
-        raise RRError(f"{out} exists and is not empty: choose a new --out path")
+    out = new_folder(out)
     if fmt == "merged":
         src = run.path("model")
         if not (src / "config.json").is_file():

@@ -118,7 +118,7 @@ def calibration_rows(run: RunDir, k: int, first: list[dict], limit: int = 96) ->
     for j in range(k, 1, -1):
         path = f"{round_dir(j)}/forget.jsonl"
         if run.path(path).exists():
-            rows += run.read_jsonl(path)
+            rows += run.read_samples(path)
     return (rows + list(first))[:limit]
 
 
@@ -277,14 +277,16 @@ class Rounds:
             )  # fmt: skip
         finally:
             sampler.close()
-        return self.run.read_jsonl(f"{round_dir(k)}/reveal/forget.jsonl")
+        return self.run.read_samples(f"{round_dir(k)}/reveal/forget.jsonl")
 
     def forget_set(self, k: int) -> list[dict]:
         """Round 1 uses the run's reveal; later rounds reveal again (once: kept on disk)."""
         if k == 1:
             return self.forget0
         saved = f"{round_dir(k)}/forget.jsonl"
-        return self.run.read_jsonl(saved) if self.run.path(saved).exists() else self.reveal_again(k)
+        return (
+            self.run.read_samples(saved) if self.run.path(saved).exists() else self.reveal_again(k)
+        )
 
     def focused(self, forget: list[dict]) -> list[dict]:
         """The forget rows with the judge's target spans (`focus`) when --focus auto or the

@@ -45,7 +45,7 @@ def reveal_command(
     from reveal_release.reveal.samplers import make_sampler
     from reveal_release.reveal.stage import run_reveal, summary_dict
     from reveal_release.reveal.summary import print_summary
-    from reveal_release.runs import RunDir
+    from reveal_release.runs import RunDir, claim
     from reveal_release.targets.judges import make_judge
     from reveal_release.targets.spec import apply_settings, load_target
 
@@ -61,9 +61,10 @@ def reveal_command(
     if flags:
         say(f"target {spec.identity()} sets {flags} (its spec; an option you give wins)")
     make_judge(spec.judge, **spec.judge_params)  # fail on a missing package before loading
+    claim(run)
     clock.mark("loading the model")
     loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
-    rd = RunDir.open(run, {"model": loaded.fingerprint, "target": spec.identity()})
+    rd = RunDir.open(run, {"model": loaded.fingerprint, "target": spec.identity()}, lock=True)
     config = {"model": model, "target": target, "backend": backend, **asdict(cfg)}
     rd.manifest.setdefault("model", model_summary(loaded))
     rd.manifest["seed"] = cfg.seed

@@ -46,6 +46,8 @@ _JUDGE_MODULES = {
 
 def make_judge(name: str, **params: Any) -> Judge:
     """Build a judge by name; a missing package gives the pip extra to install."""
+    if name not in _JUDGE_MODULES and name not in JUDGES:
+        raise RRError(f"unknown judge '{name}': choose one of {', '.join(sorted(_JUDGE_MODULES))}")
     if name in _JUDGE_MODULES:
         importlib.import_module(_JUDGE_MODULES[name])
     cls = JUDGES.get(name)
