@@ -80,15 +80,11 @@ class RunDir:
 
     # -- opening ---------------------------------------------------------------------
     @classmethod
-    def open(
-        cls, root: Path | str, identity: dict[str, Any] | None = None, lock: bool = False
-    ) -> RunDir:
-        """Open or create a run; `identity` (model, target...) must match an existing run;
-        `lock`: hold the folder's lock for this process (what a command working in it does)."""
+    def open(cls, root: Path | str, identity: dict[str, Any] | None = None) -> RunDir:
+        """Open or create a run; `identity` (model, target...) must match an existing run (a
+        command working in it claims the folder first: claim)."""
         root = Path(root).expanduser()
         _check_writable(root)
-        if lock:
-            _lock(root)
         path = root / MANIFEST
         if path.exists():
             manifest = _read_manifest(path)

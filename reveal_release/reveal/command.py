@@ -64,7 +64,7 @@ def reveal_command(
     claim(run)
     clock.mark("loading the model")
     loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
-    rd = RunDir.open(run, {"model": loaded.fingerprint, "target": spec.identity()}, lock=True)
+    rd = RunDir.open(run, {"model": loaded.fingerprint, "target": spec.identity()})
     config = {"model": model, "target": target, "backend": backend, **asdict(cfg)}
     rd.manifest.setdefault("model", model_summary(loaded))
     rd.manifest["seed"] = cfg.seed

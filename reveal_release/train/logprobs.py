@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,10 +31,15 @@ def sequence_logps_from_logits(logits: Any, labels: Any) -> tuple[Any, Any]:
 
 def _keeps_logits(model: Any) -> bool:
     """Whether the model's forward takes logits_to_keep (transformers' causal LMs do)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _takes_logits_to_keep(type(inner))
+
+
+@functools.cache
+def _takes_logits_to_keep(cls: type) -> bool:
     import inspect
 
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 def answer_logits(model: Any, batch: dict, labels: str = "labels") -> tuple[Any, Any]:

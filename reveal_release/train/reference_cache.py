@@ -37,7 +37,8 @@ class ReferenceCache:
         self.loss, self.model, self.examples, self.pad = loss, model, examples, pad
         vocab = model.get_output_embeddings().weight.shape[0]
         limit = REFERENCE_CACHE_BYTES if limit is None else limit
-        self.on = loss.splits and reference_bytes(examples, vocab) <= limit
+        splits = type(loss).rows is not RetainLoss.rows  # the loss says how to split
+        self.on = splits and reference_bytes(examples, vocab) <= limit
         self.parts: dict[int, Any] = {}
 
     def get(self, idx: Sequence[int], batch: dict) -> Any:
@@ -49,4 +50,6 @@ class ReferenceCache:
             fresh = collate([self.examples[i] for i in missing], self.pad, self.model.device)
             rows = self.loss.rows(self.loss.reference(self.model, fresh), fresh)
             self.parts.update(zip(missing, rows, strict=True))
-        return self.loss.join([self.parts[i] for i in idx])
+        import torch
+
+        return torch.cat([self.parts[i] for i in idx])

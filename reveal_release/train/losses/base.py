@@ -41,20 +41,14 @@ class ForgetLoss(ABC):
 class RetainLoss(ABC):
     """A retain objective over a batch of retain sequences."""
 
-    # Whether rows() and join() split a batch's reference into its examples' and back.
-    splits = False
-
     def reference(self, model: Any, batch: dict) -> Any:
         """What the loss compares against, computed with the adapter off (None: nothing)."""
         return None
 
-    def rows(self, ref: Any, batch: dict) -> list[Any]:
-        """A batch's reference split into one part per sequence (when `splits`)."""
-        raise NotImplementedError
-
-    def join(self, parts: Sequence[Any]) -> Any:
-        """The reference of a batch made of these sequences' parts, in order."""
-        raise NotImplementedError
+    def rows(self, ref: Any, batch: dict) -> list[Any] | None:
+        """A batch's reference (a tensor) split into one part per sequence, which concatenate
+        back in batch order; None: it does not split, and each step computes its own."""
+        return None
 
     @abstractmethod
     def __call__(self, model: Any, batch: dict, cfg: Any, ref: Any = None) -> Any:

@@ -19,8 +19,6 @@ def answer_log_probs(model, batch):
 class RetainKL(RetainLoss):
     """Hold the whole next-token distribution on retain answers, not only the sampled token."""
 
-    splits = True
-
     def reference(self, model, batch):
         """The adapter-off model's next-token log-probs on the answer positions."""
         import torch
@@ -31,12 +29,6 @@ class RetainKL(RetainLoss):
     def rows(self, ref, batch):
         """The reference's answer positions, cut at each sequence's end."""
         return list(ref.split((batch["labels"][:, 1:] != IGNORE).sum(1).tolist()))
-
-    def join(self, parts):
-        """Rows in batch order, as reference() lays out a batch's answer positions."""
-        import torch
-
-        return torch.cat(list(parts))
 
     def __call__(self, model, batch, cfg, ref=None):
         import torch.nn.functional as F
