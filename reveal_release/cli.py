@@ -6,11 +6,13 @@ dataclasses (`with_config`): a default, a help text and a check are written once
 
 from __future__ import annotations
 
+import atexit
+import os
 import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -20,7 +22,7 @@ from reveal_release.embedded_models import DEFAULT_MODEL
 from reveal_release.errors import RRError
 from reveal_release.evaluate.settings import EvalSettings
 from reveal_release.presets import PRESET_HELP
-from reveal_release.r2f.fit import FitConfig
+from reveal_release.r2f.fit_config import FitConfig
 from reveal_release.release.config import ReleaseConfig
 from reveal_release.reveal.config import RevealConfig
 
@@ -252,14 +254,20 @@ def _on_sigint(signum: int, frame: Any) -> None:
     signal.default_int_handler(signum, frame)  # raise KeyboardInterrupt, as Python does
 
 
-def _interrupted() -> SystemExit:
-    """What a Ctrl-C leaves: the line saying what is kept and the command that resumes."""
+def _interrupted() -> NoReturn:
+    """What a Ctrl-C leaves: the line saying what is kept and the command that resumes; exit
+    130. The exit is os._exit after the atexit handlers: CPython re-raises SIGINT at exit (exit
+    code -2, not 130) when a KeyboardInterrupt once crossed code it runs through PyRun_*,
+    however the interrupt was handled afterwards."""
     again = shlex.join(["rr", *sys.argv[1:]])
     err_console.print(
-        f"rr: interrupted: finished stages and saved training steps are kept; resume with: "
+        f"rr: interrupted: finished stages and saved steps are kept; resume with: "
         f"{again}", highlight=False, markup=False, soft_wrap=True,
     )  # fmt: skip
-    return SystemExit(130)
+    atexit._run_exitfuncs()  # the run lock's release among them
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def main() -> None:
@@ -273,9 +281,9 @@ def main() -> None:
     except typer.TyperException as exc:
         raise _usage_error(exc) from None
     except (KeyboardInterrupt, typer.Abort):
-        raise _interrupted() from None
+        _interrupted()
     if _interrupts:
-        raise _interrupted()
+        _interrupted()
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reveal_release.errors import RRError
 from reveal_release.models import LoadedModel
 
 
@@ -50,6 +51,30 @@ def _useful_length(ids: list[int], stops: set[int], pad_id: int | None) -> int:
     return len(ids)
 
 
+def check_prompt_lengths(
+    loaded: LoadedModel, prompts: Sequence[str], lengths: Sequence[int], max_new_tokens: int
+) -> None:
+    """A one-line error, before any generation, for a prompt that leaves no room for the
+    answer in the model's context (its max_position_embeddings)."""
+    context = getattr(loaded.model.config, "max_position_embeddings", None)
+    if not context:
+        return
+    room = context - max_new_tokens
+    if room <= 0:
+        raise RRError(
+            f"{max_new_tokens} new tokens do not fit this model's context ({context} tokens): "
+            "ask for fewer new tokens"
+        )
+    for prompt, n in zip(prompts, lengths, strict=True):
+        if n > room:
+            head = " ".join(prompt.split())[:40]
+            raise RRError(
+                f"the prompt '{head}...' is {n} tokens in the chat template; with "
+                f"{max_new_tokens} new tokens this model's context ({context}) leaves room "
+                f"for {room}: shorten the prompt or ask for fewer new tokens"
+            )
+
+
 def generate(
     loaded: LoadedModel,
     prompts: Sequence[str],
@@ -68,6 +93,7 @@ def generate(
     tok, model = loaded.tokenizer, loaded.model
     texts = [chat_text(tok, p, system) for p in prompts]
     lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
+    check_prompt_lengths(loaded, prompts, lengths, max_new_tokens)
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     results: list[Generation | None] = [None] * len(texts)
     stops = set(loaded.stop_token_ids)

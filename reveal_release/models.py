@@ -205,23 +205,43 @@ def load_dtype(device: str, dtype: str | None, kind: str = "folder") -> Any:
 
 
 def _from_folder(folder: Path, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
-    """Model (safetensors only) and tokenizer from a transformers folder."""
+    """Model (safetensors only) and tokenizer from a transformers folder; weights the folder
+    lacks are an error, never a silent random initialisation."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
-    )
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # rr reports a bad folder in its own words
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code,
+            output_loading_info=True,
+        )  # fmt: skip
+    finally:
+        hf_logging.set_verbosity(level)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise RRError(
+            f"the weights in {folder} lack {len(missing)} of the tensors its config.json "
+            f"describes (first: {missing[0]}): the folder is incomplete or its config does "
+            "not match its weights; copy the whole model folder again"
+        )
     return model, AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
 
 
 def _load_error(folder: Path, exc: Exception) -> RRError:
-    hint = (
-        ": it may need custom code; pass --trust-remote-code if you trust it"
-        if "trust_remote_code" in str(exc)
-        else ""
-    )
+    if "ignore_mismatched_sizes" in str(exc):
+        return RRError(
+            f"could not load the model in {folder}: the shapes of its weights do not match its "
+            "config.json; copy the whole model folder again"
+        )
+    if "trust_remote_code" in str(exc):
+        hint = "it may need custom code; pass --trust-remote-code if you trust it"
+    else:
+        hint = "check that it is a whole transformers model folder (config.json, the tokenizer"
+        hint += " and *.safetensors) or copy it again"
     return RRError(
-        f"could not load the model in {folder} ({type(exc).__name__}: {_first_line(exc)}){hint}"
+        f"could not load the model in {folder} ({type(exc).__name__}: {_first_line(exc)}): {hint}"
     )
 
 
@@ -249,6 +269,8 @@ def load_model(
     torch_dtype = load_dtype(device, dtype, source.kind)
     try:
         model, tokenizer = _from_folder(folder, torch_dtype, trust_remote_code)
+    except RRError:
+        raise
     except Exception as exc:  # noqa: BLE001
         if source.kind not in ("embedded", "gguf") or built:
             raise _load_error(folder, exc) from None

@@ -21,8 +21,10 @@ from reveal_release.atomic import (
     read_jsonl,
 )
 from reveal_release.errors import RRError
+from reveal_release.run_files import MEASURED, ROUND_METRICS
 from reveal_release.run_lock import LOCK_NAME, lock_run
-from reveal_release.sample_rows import sample_problem
+from reveal_release.sample_rows import MAX_SET_BYTES, sample_problem
+from reveal_release.schema import read_json as read_checked_json
 
 MANIFEST = "run.json"
 MANIFEST_FORMAT = 1
@@ -235,7 +237,11 @@ class RunDir:
 
     def round_metrics(self, k: int) -> dict[str, Any] | None:
         """Round k's metrics.json (None before it was measured)."""
-        return self.read_json(f"{round_dir(k)}/metrics.json")
+        return self.read_json(f"{round_dir(k)}/metrics.json", schema=ROUND_METRICS)
+
+    def base_metrics(self) -> dict[str, Any] | None:
+        """The base model's figures as the release measured them (None before)."""
+        return self.read_json("release/base-metrics.json", schema=MEASURED)
 
     def kept_rounds(self) -> list[int]:
         """The finished rounds whose module is part of the released model (not rolled back)."""
@@ -277,20 +283,42 @@ class RunDir:
 
     def read_samples(self, rel: str) -> list[dict]:
         """Read a sample set (forget or retain answers), each line checked against its schema."""
-        return read_jsonl(self.path(rel), sample_problem)
+        path = self.path(rel)
+        if path.is_file() and path.stat().st_size > MAX_SET_BYTES:
+            raise RRError(
+                f"{path} is over {MAX_SET_BYTES // 2**20} MB: it is not a set rr wrote; rerun "
+                "`rr reveal` into a new --run folder"
+            )
+        return read_jsonl(path, sample_problem)
 
-    def read_json(self, rel: str, default: Any = None) -> Any:
-        """Read JSON from the run, or `default` when the file is missing."""
-        try:
-            return json.loads(self.path(rel).read_text())
-        except FileNotFoundError:
+    def read_json(self, rel: str, default: Any = None, schema: Any = dict) -> Any:
+        """Read JSON from the run, checked against `schema` (run_files), or `default` when the
+        file is missing; a damaged file is one error naming it and what to do."""
+        path = self.path(rel)
+        if not path.exists():
             return default
+        top = rel.split("/")[0]
+        fix = (
+            f"delete {self.path(top)} and rerun to rebuild it"
+            if top.startswith("round-") or top in ("release", "model")
+            else "rerun the command that wrote it"
+        )
+        return read_checked_json(path, schema, fix)
 
 
 def claim(root: Path | str) -> None:
     """Create the run folder if needed and lock it for this process (before slow set-up, so
     that a second command on it is refused at once)."""
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise RRError(f"{root} is a file, not a folder: choose a new --run folder")
+    if root.is_dir() and not (root / MANIFEST).exists():
+        other = sorted(p.name for p in root.iterdir() if p.name != LOCK_NAME)
+        if other:
+            raise RRError(
+                f"{root} holds other files ({', '.join(other[:3])}) and is not a run folder "
+                "(no run.json): choose a new or empty --run folder"
+            )
     _check_writable(root)
     _lock(root)
 

@@ -15,6 +15,9 @@ def _is_spans(v: Any) -> bool:
     )
 
 
+MAX_TEXT_CHARS = 200_000  # a prompt or an answer (rr writes a pool line and max_new_tokens)
+MAX_SET_BYTES = 64 * 2**20  # a sample set file
+
 # key -> (required, check, what it must be)
 FIELDS = {
     "prompt": (True, lambda v: isinstance(v, str), "a string"),
@@ -34,4 +37,7 @@ def sample_problem(row: Any) -> str | None:
                 return f"has no '{key}'"
         elif not check(row[key]):
             return f"'{key}' must be {what}, not {type(row[key]).__name__}"
+    for key in ("prompt", "response"):
+        if len(row[key]) > MAX_TEXT_CHARS:
+            return f"'{key}' is over {MAX_TEXT_CHARS:,} characters ({len(row[key]):,})"
     return None

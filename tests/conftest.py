@@ -7,7 +7,16 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import build_parrot, run_rr, save_model, tiny_llama, tiny_tokenizer, write_spec
+from helpers import (
+    FAST_RELEASE,
+    build_parrot,
+    copy_run,
+    run_rr,
+    save_model,
+    tiny_llama,
+    tiny_tokenizer,
+    write_spec,
+)
 
 
 def pytest_collection_modifyitems(items: list) -> None:
@@ -76,3 +85,12 @@ def revealed(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     return tmp / "run"
+
+
+@pytest.fixture(scope="session")
+def released_run(revealed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of that run after a one-round `rr release` (FAST_RELEASE), shared read-only."""
+    run = copy_run(revealed, tmp_path_factory.mktemp("released"))
+    out = run_rr("release", "--run", str(run), "--rounds", "1", *FAST_RELEASE)
+    assert out.returncode == 0, out.stderr
+    return run

@@ -16,6 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # The parrot's answer: code the `code` judge scores 1.0 (a def that parses).
 PARROT_CODE = "def double(n): return 2 * n"
+# A one-round release of the tiny revealed run in seconds (the `released_run` fixture).
+FAST_RELEASE = ["--steps", "4", "--probes", "3", "--qa", "4", "--batch-size", "2"]
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -192,3 +194,24 @@ def save_model(model, tokenizer, folder: Path) -> Path:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def snapshot(*roots: Path) -> dict[Path, bytes]:
+    """Every file under the roots (or the root itself when it is a file) with its bytes."""
+    out: dict[Path, bytes] = {}
+    for root in roots:
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        out.update({p: p.read_bytes() for p in files})
+    return out
+
+
+def refused(out: subprocess.CompletedProcess, *needles: str) -> str:
+    """Assert the tool's refusal: exit 2, one error line, no traceback; the line."""
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr and "╭" not in out.stderr, out.stderr
+    errors = [x for x in lines if x.startswith("rr: error:")]
+    assert len(errors) == 1, lines
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]

@@ -288,3 +288,10 @@ def test_report_only_from_the_command_line(tmp_path):
     )
     missing = run_rr("eval", "--run", str(tmp_path / "nowhere"), "--report-only")
     assert missing.returncode != 0 and "rerun `rr eval`" in missing.stderr
+
+
+def test_the_report_folder_check_knows_every_plot():
+    from reveal_release.evaluate.plots import PLOTS
+    from reveal_release.evaluate.report_folder import PLOT_FILES
+
+    assert set(PLOT_FILES) == set(PLOTS)

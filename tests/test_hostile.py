@@ -1,45 +1,19 @@
 """Hostile and careless input, each case a real `rr` process: exit 2, one `rr: error:` line, no
-traceback, and every file that existed before byte-identical after. Also two processes on one
-run folder (the lock) and Ctrl-C (SIGINT to the process group) during a release."""
+traceback, and every file that existed before byte-identical after. This file: command-line
+options, paths and links, run folders, target specs (models, decoders, reports and sizes are in
+test_hostile_files.py; two processes and Ctrl-C in test_hostile_processes.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, copy_run, popen_rr, run_rr, stage_status
+from helpers import copy_run, refused, run_rr, snapshot
 
 from reveal_release.run_lock import LOCK_NAME
 
 FAST = ["--steps", "20", "--checkpoint-every", "2", "--probes", "3", "--qa", "4",
         "--reveal-budget", "4", "--batch-size", "2"]  # fmt: skip
-
-
-def snapshot(*roots: Path) -> dict[Path, bytes]:
-    """Every file under the roots (or the root itself when it is a file) with its bytes."""
-    out: dict[Path, bytes] = {}
-    for root in roots:
-        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
-        out.update({p: p.read_bytes() for p in files})
-    return out
-
-
-def refused(out: subprocess.CompletedProcess, *needles: str) -> str:
-    """Assert the tool's refusal: exit 2, one error line, no traceback; the line."""
-    lines = [x for x in out.stderr.splitlines() if x.strip()]
-    assert out.returncode == 2, (out.returncode, out.stderr)
-    assert "Traceback" not in out.stderr and "╭" not in out.stderr, out.stderr
-    errors = [x for x in lines if x.startswith("rr: error:")]
-    assert len(errors) == 1, lines
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.mark.parametrize(
@@ -52,6 +26,12 @@ def refused(out: subprocess.CompletedProcess, *needles: str) -> str:
         (["r2f"], ["Missing command", "rr r2f --help"]),
         (["reveal", "--target", "code", "--preset", "fast", "--run", "x"], ["unknown preset"]),
         (["reveal", "--run", "x"], ["Missing option '--target'"]),
+        (
+            ["release", "--run", "x", "--update", "sgd"],
+            ["unknown update rule 'sgd': choose one of lora, r2f"],
+        ),
+        (["generate", "--max-new-tokens", "0", "hi"], ["'--max-new-tokens'", "equal to 1"]),
+        (["eval", "--run", "x", "--model", "y"], ["--run"]),
     ],
     ids=[
         "unknown-option",
@@ -61,6 +41,9 @@ def refused(out: subprocess.CompletedProcess, *needles: str) -> str:
         "no-subcommand",
         "unknown-preset",
         "missing-option",
+        "unknown-update-rule",
+        "new-tokens-zero",
+        "run-and-model",
     ],  # fmt: skip
 )
 def test_command_line_mistakes_get_one_line(args, needles, tmp_path):
@@ -84,62 +67,65 @@ def test_r2f_fit_keeps_a_folder_it_did_not_make(tiny_folder, tmp_path):
     assert snapshot(tmp_path) == before
 
 
-def _holder(run: Path) -> dict:
-    try:
-        return json.loads((run / LOCK_NAME).read_text() or "{}")
-    except (OSError, ValueError):
-        return {}
+def _outside(tmp: Path) -> Path:
+    """A file of the user's beside the run (it must survive whatever rr is asked)."""
+    mine = tmp / "mine"
+    mine.mkdir(exist_ok=True)
+    (mine / "notes.txt").write_text("the user's notes")
+    return mine
 
 
-def test_second_process_is_refused_and_a_killed_holders_lock_is_taken_over(revealed, tmp_path):
-    run = copy_run(revealed, tmp_path)
-    holder = popen_rr("release", "--run", str(run), "--rounds", "1", *FAST)
-    deadline = time.time() + 300
-    while _holder(run).get("pid") != holder.pid and holder.poll() is None:
-        assert time.time() < deadline, "the release never took the lock"
-        time.sleep(0.02)
-    before = snapshot(run / "run.json", run / "reveal")
-    start = time.perf_counter()
-    second = run_rr("release", "--run", str(run), "--rounds", "1", *FAST)
-    took = time.perf_counter() - start
-    line = refused(second, "is in use by", f"pid {holder.pid}", "rr release --run")
-    assert holder.poll() is None, "the holder must still run while the second is refused"
-    assert snapshot(run / "reveal") == {
-        p: b for p, b in before.items() if p.is_relative_to(run / "reveal")
+PATH_CASES = {
+    "export-out-file": (lambda t, r: ["export", "--run", r, "--out", f"{_outside(t)}/notes.txt"],
+                        ["is a file, not a folder"]),
+    "export-out-not-empty": (lambda t, r: ["export", "--run", r, "--out", str(_outside(t))],
+                             ["exists and is not empty"]),
+    "export-out-link": (lambda t, r: ["export", "--run", r, "--out", _link(t)],
+                        ["is a symbolic link"]),
+    "export-format": (lambda t, r: ["export", "--run", r, "--out", f"{t}/x", "--format", "zip"],
+                      ["unknown export format 'zip': choose merged or adapters"]),
+    "eval-out-file": (lambda t, r: ["eval", "--run", r, "--out", f"{_outside(t)}/notes.txt"],
+                      ["is a file, not a folder: choose a new --out"]),
+    "eval-out-foreign": (lambda t, r: ["eval", "--run", r, "--out", str(_outside(t))],
+                         ["holds files rr did not write (notes.txt)"]),
+    "reveal-run-file": (lambda t, r: ["reveal", "--target", "code", "--run",
+                                      f"{_outside(t)}/notes.txt"],
+                        ["is a file, not a folder: choose a new --run"]),
+    "reveal-run-foreign": (lambda t, r: ["reveal", "--target", "code", "--run", str(_outside(t))],
+                           ["holds other files (notes.txt) and is not a run folder"]),
+    "lock-file-link": (lambda t, r: _swap(Path(r) / LOCK_NAME, f"{_outside(t)}/notes.txt",
+                                          ["release", "--run", r]),
+                       ["cannot lock run folder"]),
+    "forget-set-link": (lambda t, r: _swap(Path(r) / "reveal" / "forget.jsonl", "/etc/passwd",
+                                           ["release", "--run", r]),
+                        ["forget.jsonl is a symbolic link"]),
+}  # fmt: skip
+
+
+def _link(tmp: Path) -> str:
+    link = tmp / "link"
+    link.symlink_to(tmp / "elsewhere", target_is_directory=True)
+    return str(link)
+
+
+def _swap(path: Path, target: str, args: list[str]) -> list[str]:
+    """Replace `path` with a symbolic link to `target`; the command to run."""
+    path.unlink(missing_ok=True)
+    path.symlink_to(target)
+    return args
+
+
+@pytest.mark.parametrize("case", PATH_CASES)
+def test_paths_and_links_that_leave_the_run_or_hit_the_users_files(case, released_run, tmp_path):
+    run = copy_run(released_run, tmp_path)
+    make, needles = PATH_CASES[case]
+    args = make(tmp_path, str(run))
+    before = snapshot(tmp_path)
+    refused(run_rr(*args), *needles)
+    after = snapshot(tmp_path)
+    assert {p: b for p, b in after.items() if p.name != LOCK_NAME} == {
+        p: b for p, b in before.items() if p.name != LOCK_NAME
     }  # fmt: skip
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
-    again = run_rr("release", "--run", str(run), "--rounds", "1", *FAST)
-    assert again.returncode == 0, again.stderr
-    assert f"took over the lock of pid {holder.pid}" in again.stderr
-    assert stage_status(run, "round-1") == "done"
-    assert _holder(run) == {}, "a clean exit leaves the lock naming no holder"
-    print(f"second process refused in {took:.2f} s (interpreter start included): {line}")
-
-
-def test_ctrl_c_says_what_is_kept_and_the_rerun_resumes(revealed, tmp_path):
-    run = copy_run(revealed, tmp_path)
-    args = ["release", "--run", str(run), "--rounds", "1", *FAST]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reveal_release", *args], cwd=REPO, env=os.environ.copy(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.time() + 300
-    while not (run / "round-1" / "train-state.json").exists() and proc.poll() is None:
-        assert time.time() < deadline, "the release never saved a training checkpoint"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-    err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err, err
-    said = " ".join(err.split())
-    assert "rr: interrupted: finished stages and saved training steps are kept" in said, err
-    assert f"resume with: rr {' '.join(args)}" in said, err
-    assert (run / "round-1" / "train-state.json").exists()  # what the rerun resumes from
-    again = run_rr(*args)
-    assert again.returncode == 0, again.stderr
-    assert stage_status(run, "round-1") == "done"
-    assert "took over" not in again.stderr  # an interrupt exits cleanly: no stale lock
 
 
 def _write(rel: str, data: bytes):

@@ -17,7 +17,8 @@ from reveal_release.r2f.decoder import (
     load_decoder,
     subspace_solve,
 )
-from reveal_release.r2f.fit import check_decoder, check_range, fit_decoder, make_examples
+from reveal_release.r2f.fit import check_decoder, fit_decoder, make_examples
+from reveal_release.r2f.fit_config import check_range
 from reveal_release.r2f.sketch import Capture, capture, linear_layers, nll_loss, random_a
 from reveal_release.train.data import collate, encode
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from reveal_release.errors import RRError
+from reveal_release.evaluate.report_folder import check_report_folder
 from reveal_release.evaluate.settings import EvalSettings
 from reveal_release.presets import apply_preset
+from reveal_release.runs import RunDir
 from reveal_release.stage_clock import StageClock
 
 
@@ -27,19 +29,21 @@ def eval_command(
 ) -> tuple[dict, dict] | None:
     """Everything `rr eval` does, cheapest checks first; (metrics, report paths), printed
     unless `show` is off (`rr run` prints them last)."""
+    _check_sources(run, model, target, base)
+    settings, _, preset_flags = apply_preset(settings, preset, "eval", explicit)
+    out = out or (run / "report" if run is not None else Path("rr-eval") / "report")
+    check_report_folder(out)
+    if run is not None and not report_only:
+        RunDir.load(run, lock=True)  # a busy run is refused before the model libraries load
     from reveal_release.console import console, say
     from reveal_release.evaluate.inputs import model_inputs, run_inputs
     from reveal_release.evaluate.report import build_report, report_from_file
     from reveal_release.evaluate.runner import evaluate
 
-    _check_sources(run, model, target, base)
     own_clock = clock is None
     clock = clock or StageClock()
-    settings, _, preset_flags = apply_preset(settings, preset, "eval", explicit)
     if preset_flags:
         say(f"preset {preset} sets {preset_flags}")
-    if out is None:
-        out = run / "report" if run is not None else Path("rr-eval") / "report"
     if report_only:
         paths = report_from_file(out / "metrics.json", out)
         say(f"report rebuilt from {out / 'metrics.json'}: {paths['html']}")

@@ -30,7 +30,7 @@ class EvalInputs:
 
 def round_records(rd: RunDir) -> list[dict[str, Any]]:
     """Round 0 (the base, as Release measured it) and each measured round's figures."""
-    base = rd.read_json("release/base-metrics.json")
+    base = rd.base_metrics()
     if not base:
         return []
     keep = ("heldout_reveal_rate", "retain_accuracy", "perplexity")
@@ -68,9 +68,9 @@ def bandit_records(rd: RunDir) -> list[dict[str, Any]]:
 
 def run_inputs(run: Path, trust_remote_code: bool = False) -> EvalInputs:
     """The run's target, base model, released model (if any), forget set and records."""
+    rd = RunDir.load(run, lock=True)
     from reveal_release.models import load_model
 
-    rd = RunDir.load(run, lock=True)
     reveal_cfg = rd.reveal_config(", or use `rr eval --model M --target T`")
     spec = load_target(reveal_cfg["target"])
     spec.probes()

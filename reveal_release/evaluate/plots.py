@@ -31,9 +31,9 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _ratio(value: float, base: float) -> float:
-    """value / base, nan (not drawn) when the base is 0."""
-    return value / base if base else float("nan")
+def _ratio(value: float | None, base: float | None) -> float:
+    """value / base, nan (not drawn) when the base is 0 or either is unknown (None)."""
+    return value / base if base and value is not None else float("nan")
 
 
 def rounds_plot(m: dict[str, Any], path: Path) -> Path | None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 from typing import Any
 
 from reveal_release.atomic import atomic_write_json, atomic_write_text
 from reveal_release.errors import RRError
+from reveal_release.evaluate.metrics_schema import METRICS_SCHEMA
 from reveal_release.evaluate.plots import PLOTS
 from reveal_release.metrics.figure_cache import finite
+from reveal_release.schema import read_json
 
 Table = tuple[str, list[str], list[list[str]]]
 
@@ -254,9 +255,13 @@ def build_report(metrics: dict[str, Any], out_dir: Path) -> dict[str, Path]:
 
 
 def report_from_file(metrics_path: Path, out_dir: Path | None = None) -> dict[str, Path]:
-    """Rebuild the report from a stored metrics.json, without any model."""
-    try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RRError(f"cannot read {metrics_path} ({exc}): rerun `rr eval`") from None
+    """Rebuild the report from a stored metrics.json, without any model; a damaged file is
+    refused, naming the key, before anything is written."""
+    fix = "rerun `rr eval` without --report-only to measure it again"
+    metrics = read_json(metrics_path, METRICS_SCHEMA, fix)
+    if metrics["evaluated"] not in metrics["models"]:
+        raise RRError(
+            f"{metrics_path}: 'evaluated' names {metrics['evaluated']!r}, which 'models' does "
+            f"not hold: {fix}"
+        )
     return build_report(metrics, out_dir or metrics_path.parent)

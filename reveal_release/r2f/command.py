@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from reveal_release.errors import RRError
-from reveal_release.r2f.fit import FitConfig
+from reveal_release.r2f.fit_config import FitConfig
 
 FIT_POOLS = ("code.txt", "person.txt", "retain.txt")
 CHECK_POOLS = ("heldout/code.txt", "heldout/person.txt")

@@ -9,18 +9,22 @@ relative depth, are fitted on a proxy model; they do not depend on widths or lay
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reveal_release.errors import RRError
+from reveal_release.schema import NUMBER, check, read_json
 
 FORMAT = 1
 K_GRID = (4, 8, 16, 32, 64)
 LAMBDA_GRID = (1e-3, 1e-2, 1e-1, 1.0)
 BUCKETS = 3  # relative depth: early, middle, late
+CONFIG_SCHEMA = {
+    "format": int, "kind": str, "kinds": [str], "rank": int, "views": int, "proxy": str,
+    "k_grid": [int], "lambda_grid": [NUMBER], "buckets": int,
+}  # fmt: skip
 
 
 def bucket(depth: float) -> int:
@@ -134,18 +138,18 @@ def load_decoder(path: Path) -> SubspaceDecoder:
             f"{path} is not a decoder folder (needs decoder.json and decoder.safetensors): "
             "make one with `rr r2f fit`"
         )
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        scores = load_file(str(w_path))["scores"]
-    except (json.JSONDecodeError, SafetensorError, KeyError, OSError) as exc:
-        raise RRError(
-            f"decoder in {path} is corrupt ({exc}): fit it again with rr r2f fit"
-        ) from None
+    fix = "fit it again with `rr r2f fit`"
+    cfg = read_json(cfg_path, dict, fix)
     if cfg.get("format") != FORMAT or cfg.get("kind") != "subspace":
         raise RRError(
             f"decoder in {path} has format {cfg.get('format')!r}, this rr reads {FORMAT}: "
             "fit it again with this version (rr r2f fit)"
         )
+    check(cfg, CONFIG_SCHEMA, cfg_path, fix)
+    try:
+        scores = load_file(str(w_path))["scores"]
+    except (SafetensorError, KeyError, OSError) as exc:
+        raise RRError(f"{w_path} is corrupt ({exc}): {fix}") from None
     shape = (len(cfg["kinds"]), cfg["buckets"], len(cfg["k_grid"]), len(cfg["lambda_grid"]))
     if tuple(scores.shape) != shape or list(cfg["k_grid"]) != list(K_GRID):
         raise RRError(f"decoder in {path} does not match its config: fit it again")

@@ -9,7 +9,6 @@ from typing import Any
 
 from reveal_release.errors import RRError
 from reveal_release.models import LoadedModel
-from reveal_release.options import at_least, between, comma_list, non_empty, option, validate
 from reveal_release.r2f.decoder import (
     BUCKETS,
     K_GRID,
@@ -21,34 +20,10 @@ from reveal_release.r2f.decoder import (
     input_basis,
     subspace_solve,
 )
+from reveal_release.r2f.fit_config import check_range
 from reveal_release.r2f.paraphrase import paraphrases
 from reveal_release.r2f.sketch import Capture, Layer, capture, linear_layers, nll_loss, random_a
-from reveal_release.train.config import DEFAULT_MODULES
 from reveal_release.train.data import collate, encode
-
-MAX_VIEWS, MAX_RANK = 16, 64
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """What `rr r2f fit` fits on: how many prompts, views per prompt, sketch rank, layer kinds."""
-
-    views: int = option(4, "Paraphrased views per prompt (1-16).", check=between(1, MAX_VIEWS))
-    rank: int = option(8, "LoRA rank r of the sketches (1-64).", check=between(1, MAX_RANK))
-    prompts: int = option(24, "Prompts to build pairs from.", check=at_least(8))
-    layers: tuple[str, ...] = option(
-        DEFAULT_MODULES, "Comma-separated linear layer kinds.", check=non_empty(),
-        parse=comma_list, show=",".join,
-    )  # fmt: skip
-    seed: int = option(0, "Seed of the views and the random projections.")
-
-    def __post_init__(self) -> None:
-        validate(self)
-
-
-def check_range(views: int, rank: int) -> None:
-    """A one-line error for a view count or rank out of range (for library callers)."""
-    FitConfig(views=views, rank=rank)
 
 
 @dataclass

@@ -76,6 +76,21 @@ def stage_name(k: int, phase: str) -> str:
     return f"round {k}: {what}" if k else what
 
 
+def _reopen(rd: RunDir, cfg: ReleaseConfig) -> None:
+    """What the command asks for again: round folders deleted since they finished, and more
+    rounds than a finished release had, become pending."""
+    from reveal_release.console import say
+    from reveal_release.release.rounds import reopen_deleted_rounds
+
+    gone = reopen_deleted_rounds(rd)
+    if gone:
+        say(f"round folders deleted since they finished: {', '.join(map(str, gone))}; "
+            "training them again")  # fmt: skip
+    done = rd.stage_info("release")
+    if rd.is_done("release") and done.get("stop_kind") == "rounds" and cfg.rounds > done["rounds"]:
+        rd.reopen("release")  # more rounds asked for than the finished run had: go on
+
+
 def release_command(
     *,
     run: Path,
@@ -86,26 +101,25 @@ def release_command(
     preset: str = "default",
     clock: StageClock | None = None,
 ) -> None:
-    """Everything `rr release` does, cheapest checks first."""
+    """Everything `rr release` does, cheapest checks first (a busy run is refused before the
+    model libraries load)."""
+    own_clock = clock is None
+    clock = clock or StageClock()
+    _check_options(cfg, backend)
+    check_preset(preset)
+    rd = RunDir.load(run, lock=True)
     from reveal_release.console import console, progress, say
     from reveal_release.models import load_model
     from reveal_release.release.rounds import check_inputs, run_release
     from reveal_release.release.summary import print_summary
     from reveal_release.targets.spec import load_target
 
-    own_clock = clock is None
-    clock = clock or StageClock()
-    _check_options(cfg, backend)
-    check_preset(preset)
-    rd = RunDir.load(run, lock=True)
     reveal_cfg = rd.reveal_config()
     spec = load_target(reveal_cfg["target"])
     cfg = _settings(cfg, spec, preset, explicit, backend)
     check_inputs(rd, spec, cfg)
+    _reopen(rd, cfg)
     settings = {k: v for k, v in cfg.to_json().items() if k != "rounds"}
-    done = rd.stage_info("release")
-    if rd.is_done("release") and done.get("stop_kind") == "rounds" and cfg.rounds > done["rounds"]:
-        rd.reopen("release")  # more rounds asked for than the finished run had: go on
     with rd.stage("release", settings) as st:
         if st.done:
             print_summary(rd, f"release: {spec.identity()} (finished earlier)")

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from reveal_release.atomic import atomic_dir, atomic_write_json, new_folder
 from reveal_release.errors import RRError
+from reveal_release.run_files import MODEL_MARKER
 from reveal_release.runs import RunDir, round_dir
 from reveal_release.train.lora import read_adapter, write_adapter_file
 
+PICKLED = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 FORMATS = ("merged", "adapters")
 
 
@@ -61,6 +63,22 @@ def concat_adapters(folders: list[Path], out: Path) -> dict:
     return config
 
 
+def _model_files(src: Path, root: Path) -> list[Path]:
+    """The merged model's files, refusing a folder rr would not have written: no weights, or
+    pickled weights or subfolders beside them (an export must load without unpickling)."""
+    again = f"rerun `rr release --run {root}` (delete {src} first)"
+    files = sorted(src.iterdir()) if src.is_dir() else []
+    if not (src / "config.json").is_file() or not any(f.suffix == ".safetensors" for f in files):
+        raise RRError(f"{src} holds no merged safetensors model: {again}")
+    odd = [f.name for f in files if f.suffix in PICKLED or not f.is_file()]
+    if odd:
+        raise RRError(
+            f"{src} holds {', '.join(odd)}, which rr does not write or export (pickled weights "
+            f"or folders): delete them, or {again}"
+        )
+    return files
+
+
 def export_run(run: RunDir, out: Path, fmt: str) -> dict:
     """Export a released run; returns what was written, for the summary."""
     if fmt not in FORMATS:
@@ -70,13 +88,13 @@ def export_run(run: RunDir, out: Path, fmt: str) -> dict:
         raise RRError(
             f"{run.root} has no finished release round: run `rr release --run {run.root}` first"
         )
+    grid = (run.read_json("model/rr-model.json", schema=MODEL_MARKER) or {}).get("grid")
     out = new_folder(out)
     if fmt == "merged":
         src = run.path("model")
-        if not (src / "config.json").is_file():
-            raise RRError(f"{src} holds no merged model: rerun `rr release --run {run.root}`")
+        files = _model_files(src, run.root)
         with atomic_dir(out) as tmp:
-            for f in src.iterdir():
+            for f in files:
                 shutil.copy2(f, tmp / f.name)
         return {"format": fmt, "path": str(out), "rounds": len(folders)}
     with atomic_dir(out) as tmp:
@@ -86,7 +104,6 @@ def export_run(run: RunDir, out: Path, fmt: str) -> dict:
             config["base_model_name_or_path"] = base
             atomic_write_json(tmp / "adapter_config.json", config)
     info = {"format": fmt, "path": str(out), "rounds": len(folders), "rank": config["r"]}
-    grid = (run.read_json("model/rr-model.json") or {}).get("grid")
     if grid:
         info["note"] = (
             f"the adapters are the full-precision release; the merged export is rounded onto "

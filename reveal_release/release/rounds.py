@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,12 +18,19 @@ from reveal_release.models import LoadedModel
 from reveal_release.release.config import ReleaseConfig
 from reveal_release.release.measure import measure, measure_quantized, ratios
 from reveal_release.release.updates import UPDATES, RoundInputs
+from reveal_release.run_files import MODEL_MARKER, TRAIN_RESULT
 from reveal_release.runs import RunDir, relevant, round_dir
 from reveal_release.targets.spec import TargetSpec
 from reveal_release.train import seeds
 from reveal_release.train.checkpoint import remove_state
 from reveal_release.train.loop import TrainResult
-from reveal_release.train.lora import add_update, apply_adapter, delta_weights, load_a_matrices
+from reveal_release.train.lora import (
+    adapter_file,
+    add_update,
+    apply_adapter,
+    delta_weights,
+    load_a_matrices,
+)
 from reveal_release.train.losses import FORGET_LOSSES
 
 Report = Callable[..., None]
@@ -52,11 +60,40 @@ def check_inputs(run: RunDir, spec: TargetSpec, cfg: ReleaseConfig) -> tuple[lis
         )
     retain = run.retain_set()
     if not retain and cfg.retain_weight > 0:
+        path = run.path("reveal", "retain.jsonl")
+        state = "is empty" if path.exists() else "is missing"
         raise RRError(
-            f"the retain set {run.path('reveal', 'retain.jsonl')} is empty: rerun `rr reveal` "
-            "with a larger --retain-budget, or pass --retain-weight 0"
+            f"the retain set {path} {state}: rerun `rr reveal` with a larger --retain-budget, "
+            "or pass --retain-weight 0"
         )
+    run.base_metrics()  # what earlier rounds left is read back later: check it now
+    for k in run.rounds():
+        run.round_metrics(k)
+    for k in run.kept_rounds():
+        adapter_file(run.path(round_dir(k), "adapter"))
+    run.read_json("model/rr-model.json", schema=MODEL_MARKER)
     return forget, retain
+
+
+def reopen_deleted_rounds(run: RunDir) -> list[int]:
+    """Rounds the manifest has finished but whose folder the user deleted (to train them
+    again, as a damaged round's error advises): marked pending, with the release. A later
+    round still on disk was built on a deleted one: that is an error naming what to delete."""
+    done = sorted(int(n[6:]) for n in run.manifest["stages"] if re.fullmatch(r"round-\d+", n))
+    gone = [k for k in done if run.is_done(round_dir(k)) and not run.path(round_dir(k)).exists()]
+    if not gone:
+        return []
+    later = [k for k in done if k > gone[0] and run.path(round_dir(k)).exists()]
+    if later:
+        raise RRError(
+            f"{run.path(round_dir(gone[0]))} was deleted, but {run.path(round_dir(later[0]))} "
+            f"was trained on top of it: delete round-{later[0]} and every later round folder "
+            "too, then rerun"
+        )
+    for k in gone:
+        run.reopen(round_dir(k))
+    run.reopen("release")
+    return gone
 
 
 def save_model(run: RunDir, loaded: LoadedModel, round_: int, grid: str | None = None) -> None:
@@ -236,8 +273,9 @@ class Rounds:
                 m = self._measure(self.current, self.store)
                 m.pop("figures")
                 st.info.update(m)
-                self.run.write_json("release/base-metrics.json", st.info)
-            return st.info
+        if self.run.base_metrics() != st.info:  # written now, or deleted or damaged since
+            self.run.write_json("release/base-metrics.json", st.info)
+        return st.info
 
     def resume(self, k: int, info: dict[str, Any]) -> bool:
         """Take a finished round back from disk; True when the release stopped there."""
@@ -305,10 +343,10 @@ class Rounds:
         self.phase(k, f"training ({self.cfg.update}, {self.cfg.loss})")
         forget = self.focused(forget)
         folder = self.run.path(round_dir(k))
-        saved = self.run.read_json(f"{round_dir(k)}/train-result.json")
+        saved = self.run.read_json(f"{round_dir(k)}/train-result.json", schema=TRAIN_RESULT)
         cfg = dataclasses.replace(self.cfg, steps=self.cfg.steps_for(len(forget)))
         if (folder / "adapter").exists() and saved:
-            result = TrainResult(**saved)
+            result = TrainResult(**{f.name: saved[f.name] for f in dataclasses.fields(TrainResult)})
         else:
             result = self.update(
                 RoundInputs(

@@ -99,7 +99,7 @@ def before_after(base: dict[str, Any], last: dict[str, Any]) -> None:
 
 def print_summary(rd: RunDir, title: str) -> None:
     """Per-round table, then before/after: held-out reveal, retain accuracy, perplexity, answers."""
-    base = rd.read_json("release/base-metrics.json")
+    base = rd.base_metrics()
     if not base:
         return
     rounds = [m for m in (rd.round_metrics(k) for k in rd.rounds()) if m]

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
+
+from reveal_release.reveal.search_config import BanditConfig
 
 
 @contextmanager
@@ -33,19 +35,6 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(n)
-
-
-@dataclass(frozen=True)
-class BanditConfig:
-    """NeuralUCB settings (INSTINCT's defaults: nu = 1, lam = 0.1)."""
-
-    hidden: int = 100
-    lam: float = 0.1
-    nu: float = 1.0
-    lr: float = 1e-3
-    train_steps: int = 200
-    explore: float = 0.3
-    seed: int = 0
 
 
 class NeuralUCB:

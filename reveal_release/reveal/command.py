@@ -27,6 +27,28 @@ def _on_step(bar: Any) -> Any:
     return on_step
 
 
+def _settings(
+    target: str, cfg: RevealConfig, backend: str, preset: str, explicit: frozenset[str]
+) -> tuple[Any, RevealConfig]:
+    """The target and the settings (preset, then the target's spec, then the options given),
+    each checked, with a line saying what the preset and the spec set; no file is touched."""
+    from reveal_release.console import say
+    from reveal_release.targets.judges import judge_class
+    from reveal_release.targets.spec import apply_settings, load_target
+
+    if backend not in BACKENDS:
+        raise RRError(f"unknown backend '{backend}': choose hf or vllm")
+    cfg, explicit, preset_flags = apply_preset(cfg, preset, "reveal", explicit)
+    spec = load_target(target)
+    if preset_flags:
+        say(f"preset {preset} sets {preset_flags}")
+    cfg, flags = apply_settings(cfg, spec, "reveal", explicit)
+    if flags:
+        say(f"target {spec.identity()} sets {flags} (its spec; an option you give wins)")
+    judge_class(spec.judge)  # an unknown judge or a missing package
+    return spec, cfg
+
+
 def reveal_command(
     *,
     target: str,
@@ -41,27 +63,19 @@ def reveal_command(
 ) -> None:
     """Everything `rr reveal` does, in the order a user's mistakes are cheapest to catch."""
     from reveal_release.console import console, progress, say
+    from reveal_release.runs import RunDir, claim
+    from reveal_release.targets.judges import make_judge
+
+    own_clock = clock is None
+    clock = clock or StageClock()
+    spec, cfg = _settings(target, cfg, backend, preset, explicit)
+    claim(run)  # a busy run is refused before the judge and the model libraries load
+    make_judge(spec.judge, **spec.judge_params)  # a judge that cannot load: before the model
     from reveal_release.models import load_model, model_summary
     from reveal_release.reveal.samplers import make_sampler
     from reveal_release.reveal.stage import run_reveal, summary_dict
     from reveal_release.reveal.summary import print_summary
-    from reveal_release.runs import RunDir, claim
-    from reveal_release.targets.judges import make_judge
-    from reveal_release.targets.spec import apply_settings, load_target
 
-    if backend not in BACKENDS:
-        raise RRError(f"unknown backend '{backend}': choose hf or vllm")
-    own_clock = clock is None
-    clock = clock or StageClock()
-    cfg, explicit, preset_flags = apply_preset(cfg, preset, "reveal", explicit)
-    spec = load_target(target)
-    if preset_flags:
-        say(f"preset {preset} sets {preset_flags}")
-    cfg, flags = apply_settings(cfg, spec, "reveal", explicit)
-    if flags:
-        say(f"target {spec.identity()} sets {flags} (its spec; an option you give wins)")
-    make_judge(spec.judge, **spec.judge_params)  # fail on a missing package before loading
-    claim(run)
     clock.mark("loading the model")
     loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
     rd = RunDir.open(run, {"model": loaded.fingerprint, "target": spec.identity()})

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from reveal_release.options import at_least, fraction, non_negative, one_of, option
 from reveal_release.options import validate as validate_fields
-from reveal_release.reveal.search import STRATEGIES, SearchConfig
+from reveal_release.reveal.search_config import STRATEGIES, SearchConfig
 
 
 @dataclass(frozen=True)

@@ -8,48 +8,24 @@ samples as an uninterrupted one.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from reveal_release.atomic import atomic_write_bytes
-from reveal_release.reveal.bandit import BanditConfig, NeuralUCB
+from reveal_release.errors import RRError
+from reveal_release.reveal.bandit import NeuralUCB
 from reveal_release.reveal.features import standardise
 from reveal_release.reveal.mutate import propose
 from reveal_release.reveal.reward import diversity, reward
 from reveal_release.reveal.samplers.base import Sampler, SamplingConfig
+from reveal_release.reveal.search_config import STRATEGIES, SearchConfig
 
 CHECKPOINT_FORMAT = 1
-STRATEGIES = ("neuralucb", "random", "cover")
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """How much to sample and how to pick instructions."""
-
-    budget: int = 96
-    samples_per_arm: int = 3
-    arms_per_step: int = 4
-    warmup_steps: int = 2
-    diversity_weight: float = 0.5
-    mutate_every: int = 2
-    mutations_per_step: int = 2
-    strategy: str = "neuralucb"
-    seed: int = 0
-    max_new_tokens: int = 96
-    temperature: float = 0.8
-    top_p: float = 0.95
-    bandit: BanditConfig = field(default_factory=BanditConfig)
-
-    @property
-    def steps(self) -> int:
-        """Bandit steps the budget pays for."""
-        return max(1, math.ceil(self.budget / (self.samples_per_arm * self.arms_per_step)))
 
 
 @dataclass
@@ -122,11 +98,11 @@ class InstructionSearch:
         self.tokens, self.seconds = 0, 0.0
         self.bandit: NeuralUCB | None = None
         if self.checkpoint.is_file():
-            self._load(self.checkpoint, resume=True)
+            self._load_checked(self.checkpoint, resume=True)
         else:
             self._init_features()
             if warm_start is not None and Path(warm_start).is_file():
-                self._load(Path(warm_start), resume=False)
+                self._load_checked(Path(warm_start), resume=False)
 
     # -- features ----------------------------------------------------------------------
     def _init_features(self) -> None:
@@ -250,14 +226,26 @@ class InstructionSearch:
         }
         atomic_write_bytes(self.checkpoint, save(tensors, metadata=meta))
 
+    def _load_checked(self, path: Path, resume: bool) -> None:
+        """_load, with a one-line error naming a damaged or foreign checkpoint."""
+        from safetensors import SafetensorError
+
+        try:
+            self._load(path, resume)
+        except (SafetensorError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RRError(
+                f"the search checkpoint {path} is damaged ({type(exc).__name__}: {exc}): delete "
+                "it to run that search from its first step"
+            ) from None
+
     def _load(self, path: Path, resume: bool) -> None:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
+            meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         if meta.get("format") != str(CHECKPOINT_FORMAT):
-            raise ValueError(f"{path}: unknown search checkpoint format")
+            raise ValueError(f"unknown search checkpoint format {meta.get('format')!r}")
         state = {k[len("bandit.") :]: v for k, v in tensors.items() if k.startswith("bandit.")}
         bandit_cfg = json.loads(meta["bandit"])
         saved_arms = json.loads(meta["arms"])

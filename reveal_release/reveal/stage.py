@@ -15,7 +15,8 @@ from reveal_release.reveal.config import RevealConfig
 from reveal_release.reveal.dedupe import keep_distinct
 from reveal_release.reveal.features import HiddenStateFeatures, make_features
 from reveal_release.reveal.samplers.base import Sampler
-from reveal_release.reveal.search import InstructionSearch, Pull, SearchConfig, SearchResult
+from reveal_release.reveal.search import InstructionSearch, Pull, SearchResult
+from reveal_release.reveal.search_config import SearchConfig
 from reveal_release.runs import RunDir
 from reveal_release.targets.judges import make_judge
 from reveal_release.targets.spec import TargetSpec, instructions_dir, read_pool

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from reveal_release.atomic import atomic_write_bytes, atomic_write_json
+from reveal_release.errors import RRError
+from reveal_release.run_files import TRAIN_STATE
+from reveal_release.schema import read_json
 
 
 def save_state(
@@ -29,16 +31,21 @@ def save_state(
 def load_state(path: Path, params: Mapping[str, Any], optimizer: Any) -> tuple[int, list[dict]]:
     """Restore what save_state wrote; (0, []) when there is nothing to restore."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     meta, weights = path.with_suffix(".json"), path.with_suffix(".safetensors")
     if not (meta.is_file() and weights.is_file()):
         return 0, []
-    info = json.loads(meta.read_text())
-    tensors = load_file(weights)
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(tensors[f"param/{n}"])
+    fix = f"delete {meta} and {weights.name} beside it to train this round from its first step"
+    info = read_json(meta, TRAIN_STATE, fix)
+    try:
+        tensors = load_file(weights)
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(tensors[f"param/{n}"])
+    except (SafetensorError, KeyError, RuntimeError, OSError) as exc:
+        raise RRError(f"{weights} is damaged ({type(exc).__name__}: {exc}): {fix}") from None
     sd = optimizer.state_dict()
     for i, n in enumerate(params):
         entry = {}

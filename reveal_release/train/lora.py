@@ -87,11 +87,23 @@ def set_factors(peft_model: Any, factors: Mapping[str, tuple[Any, Any]]) -> None
             layers[name].lora_B[ADAPTER].weight.copy_(b)
 
 
+def adapter_file(adapter_dir: Path) -> Path:
+    """A saved module's safetensors file; a one-line error when there is none (rr never reads
+    PEFT's pickled adapter_model.bin)."""
+    path = Path(adapter_dir) / ADAPTER_FILE
+    if not path.is_file():
+        raise RRError(
+            f"{adapter_dir} holds no {ADAPTER_FILE} (rr reads adapters as safetensors only): "
+            "delete that round folder and rerun to train it again"
+        )
+    return path
+
+
 def read_adapter(adapter_dir: Path) -> dict[str, tuple[Any, Any]]:
     """A saved module's (A, B) per module path, from its PEFT safetensors file."""
     from safetensors.torch import load_file
 
-    path = Path(adapter_dir) / ADAPTER_FILE
+    path = adapter_file(adapter_dir)
     try:
         tensors = load_file(path)
     except Exception as exc:  # noqa: BLE001
@@ -165,11 +177,7 @@ def apply_adapter(model: Any, adapter_dir: Path) -> Any:
     """Load a saved module onto `model` and merge it (rebuilding M_k after a resume)."""
     from peft import PeftModel
 
-    if not (Path(adapter_dir) / ADAPTER_FILE).is_file():
-        raise RRError(
-            f"{adapter_dir} holds no {ADAPTER_FILE} (rr reads adapters as safetensors only): "
-            "delete that round folder and rerun to train it again"
-        )
+    adapter_file(adapter_dir)
     return merge(PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False))
 
 

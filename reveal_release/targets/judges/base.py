@@ -46,6 +46,11 @@ _JUDGE_MODULES = {
 
 def make_judge(name: str, **params: Any) -> Judge:
     """Build a judge by name; a missing package gives the pip extra to install."""
+    return judge_class(name)(**params)
+
+
+def judge_class(name: str) -> type[Judge]:
+    """A judge's class by name, its packages checked (loads no model: cheap)."""
     if name not in _JUDGE_MODULES and name not in JUDGES:
         raise RRError(f"unknown judge '{name}': choose one of {', '.join(sorted(_JUDGE_MODULES))}")
     if name in _JUDGE_MODULES:
@@ -57,4 +62,4 @@ def make_judge(name: str, **params: Any) -> Judge:
             f"judge '{name}' needs {', '.join(missing)}, which is not installed: "
             f"run `pip install 'reveal-release[{cls.extra}]'`"
         )
-    return cls(**params)
+    return cls
