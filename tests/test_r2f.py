@@ -252,3 +252,35 @@ def test_fit_check_and_release_with_r2f_through_the_command_line(tiny_folder, re
         "export", "--run", str(run), "--out", str(tmp_path / "exp"), "--format", "adapters"
     )
     assert exp.returncode == 0, exp.stderr
+
+
+def test_the_r2f_step_moves_each_layer_by_its_share_of_the_weight_norm(
+    fitted, tiny_model, tmp_path
+):
+    # --r2f-step is R2F's own step size (relative to each layer's weight norm), apart from --lr.
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.release.updates import UPDATES, RoundInputs
+    from reveal_release.train.lora import delta_weights
+
+    _, _, path = fitted
+    model = _llama(tiny_model.tokenizer, 64, 2)
+    rows = [{"prompt": "Write a function.", "response": "def f(x): return x + 1"},
+            {"prompt": "Reverse a list.", "response": "def rev(xs): return xs[::-1]"}]  # fmt: skip
+    deltas = {}
+    for step in (0.01, 0.02):
+        cfg = ReleaseConfig(update="r2f", decoder=str(path), r2f_step=step, steps=1,
+                            batch_size=2, rank=4, target_modules=KINDS, lr=0.5)  # fmt: skip
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        UPDATES.get("r2f")(
+            RoundInputs(model=model, tokenizer=tiny_model.tokenizer, forget=rows, retain=[],
+                        earlier_a=[], cfg=cfg, round_=1, workdir=tmp_path, on_step=None),
+            tmp_path / f"adapter-{step}",
+        )  # fmt: skip
+        assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+        deltas[step] = delta_weights(tmp_path / f"adapter-{step}", 1.0)
+    weights = dict(model.named_parameters())
+    for key, d in deltas[0.01].items():
+        w = weights[key.removeprefix("base_model.model.") + ".weight"]
+        assert float(d.norm()) <= 0.01 * float(w.norm()) * 1.001  # rank-4 part of that step
+        assert float(d.norm()) > 0.2 * 0.01 * float(w.norm())
+        assert torch.allclose(deltas[0.02][key], 2 * d, rtol=1e-3, atol=1e-7)  # not --lr's

@@ -16,6 +16,9 @@ from reveal_release.train.config import DEFAULT_MODULES, LoraSpec, ObjectiveConf
 
 __all__ = ["DEFAULT_MODULES", "ReleaseConfig"]
 
+# R2F's relative step per update: measured on the embedded model (README, R2F).
+R2F_STEP = 1e-3
+
 
 @dataclass(frozen=True)
 class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
@@ -27,6 +30,12 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
     rounds: int = option(3, "Most rounds to run.", check=at_least(1))
     update: str = option("lora", "Update rule: lora or r2f.")
     decoder: str = option("", "With --update r2f: a decoder from `rr r2f fit`.")
+    r2f_step: float = option(
+        R2F_STEP,
+        "With --update r2f: each step moves every adapted layer along its decoded gradient by "
+        "this fraction of the layer's weight norm (R2F's own step size; --lr is LoRA's).",
+        check=positive(),
+    )
     orth_weight: float = option(0.5, "Weight l1 of the O-LoRA term.", check=non_negative())
     l2_weight: float = option(0.0, "Weight l2 of ||theta_k||^2.", check=non_negative())
     # Stop when the held-out reveal rate is at or below stop_rate, or when utility drops

@@ -3,10 +3,10 @@
 Per step: LoRA gradient sketches of the round's loss (NPO on the forget answers, minus the
 retain answers' log-likelihood) over the forget prompts' paraphrased views, a fresh random A
 per view and no weight gradient; each adapted layer's full gradient decoded from them, its
-components in earlier rounds' input subspaces removed, and a step of relative size --lr along
-it. At the end of the round the change is truncated to rank r, saved as a PEFT module (alpha =
-r, so s = 1) and the weights put back: the round loop merges the module as it does an O-LoRA
-round, so both share the run format, resume (a killed R2F round restarts) and export.
+components in earlier rounds' input subspaces removed, and a step of relative size --r2f-step
+along it. At the end of the round the change is truncated to rank r, saved as a PEFT module
+(alpha = r, so s = 1) and the weights put back: the round loop merges the module as it does an
+O-LoRA round, so both share the run format, resume (a killed R2F round restarts) and export.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _step(r: _Round, step: int) -> dict:
         a_views.append(a)
         fn = round_loss(cfg, forget, r.ref[idx], retain)
         losses.append(capture(inp.model, r.layers, fn, a, cap, keep_inputs=2048))
-    scale = {n: cfg.lr * float(w.norm()) for n, w in r.original.items()}
+    scale = {n: cfg.r2f_step * float(w.norm()) for n, w in r.original.items()}
     norms = decoded_step(r.dec, r.layers, r.mods, cap, a_views, scale, r.protect)
     loss = sum(losses) / len(losses)
     return {"step": step + 1, "loss": loss, "forget": loss, "grad_norm": sum(norms) / len(norms)}

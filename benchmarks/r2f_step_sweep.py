@@ -1,0 +1,84 @@
+"""R2F's step size, swept on one revealed run, beside a LoRA round at the same number of updates.
+
+    python benchmarks/r2f_step_sweep.py --reveal runs/code96 --decoder decoders/smollm2 \
+        --out runs/r2f-sweep --steps 1e-4,3e-4,1e-3
+
+Each row is a real one-round `rr release` in its own copy of the revealed run (a finished row is
+read back, not rerun): `--update lora`, then `--update r2f --r2f-step S` for each S, and the
+single-step form of the R2F paper (one update of 16x the largest S: theta - eta * grad L).
+Columns come from the round's own measurement: held-out reveal rate, retain accuracy and
+perplexity over the base's, the int4-g128 copy's reveal rate, and the round's wall time. A row
+is within the utility budget when retain >= 0.9x and perplexity <= 1.1x (the release's defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from reveal_release.console import table
+
+COLUMNS = ["variant", "updates", "held-out", "int4-g128", "retain/base", "ppl/base",
+           "in budget", "s/round"]  # fmt: skip
+
+
+def release(reveal: Path, folder: Path, args: list[str]) -> dict:
+    """Round 1's metrics of `rr release --rounds 1 ARGS` in a copy of the revealed run."""
+    if not (folder / "round-1" / "metrics.json").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(
+            reveal, folder, ignore=shutil.ignore_patterns("round-*", "model", "release", "report")
+        )
+        manifest = json.loads((folder / "run.json").read_text())
+        manifest["stages"] = {"reveal": manifest["stages"]["reveal"]}
+        (folder / "run.json").write_text(json.dumps(manifest, indent=1))
+        cmd = [sys.executable, "-m", "reveal_release", "release", "--run", str(folder),
+               "--rounds", "1", *args]  # fmt: skip
+        print("$ rr", " ".join(cmd[3:]), flush=True)
+        with open(folder.with_suffix(".log"), "w") as log:
+            code = subprocess.call(cmd, stdout=log, stderr=log)
+        if code != 0:
+            raise SystemExit(f"rr release failed ({code}): see {folder.with_suffix('.log')}")
+    return json.loads((folder / "round-1" / "metrics.json").read_text())
+
+
+def row(name: str, m: dict) -> list:
+    """One table row from a round's metrics."""
+    retain, ppl = m.get("retain_ratio"), m.get("ppl_ratio")
+    ok = retain is not None and ppl is not None and retain >= 0.9 and ppl <= 1.1
+    return [name, m["train_steps"], f"{m['heldout_reveal_rate']:.2f}",
+            f"{m.get('quant_reveal_rate', float('nan')):.2f}", f"{retain:.2f}", f"{ppl:.2f}",
+            "yes" if ok else "no", f"{m['round_seconds']:.0f}"]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reveal", type=Path, required=True, help="A run folder after rr reveal.")
+    ap.add_argument("--decoder", type=Path, required=True, help="A decoder from rr r2f fit.")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--steps", default="1e-4,3e-4,1e-3", help="R2F relative steps to sweep.")
+    ap.add_argument("--updates", type=int, default=16, help="Updates per round (--steps).")
+    ap.add_argument("--no-single", action="store_true", help="Skip the single-step row.")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    n = ["--steps", str(args.updates)]
+    r2f = ["--update", "r2f", "--decoder", str(args.decoder)]
+    variants = {"lora": [*n]}
+    sizes = [float(s) for s in args.steps.split(",")]
+    for s in sizes:
+        variants[f"r2f step {s:g}"] = [*r2f, *n, "--r2f-step", str(s)]
+    if not args.no_single:
+        big = max(sizes) * args.updates
+        variants[f"r2f single step {big:g}"] = [*r2f, "--steps", "1", "--r2f-step", str(big)]
+    rows = []
+    for i, (name, extra) in enumerate(variants.items()):
+        rows.append(row(name, release(args.reveal, args.out / f"v{i}", extra)))
+        table(f"R2F step sweep on {args.reveal}", COLUMNS, rows)
+
+
+if __name__ == "__main__":
+    main()
