@@ -39,10 +39,10 @@ def release(reveal: Path, folder: Path, args: list[str]) -> dict:
         cmd = [sys.executable, "-m", "reveal_release", "release", "--run", str(folder),
                "--rounds", "1", *args]  # fmt: skip
         print("$ rr", " ".join(cmd[3:]), flush=True)
-        with open(folder.with_suffix(".log"), "w") as log:
+        with open(folder.parent / f"{folder.name}.log", "w") as log:
             code = subprocess.call(cmd, stdout=log, stderr=log)
         if code != 0:
-            raise SystemExit(f"rr release failed ({code}): see {folder.with_suffix('.log')}")
+            raise SystemExit(f"rr release failed ({code}): see {folder}.log")
     return json.loads((folder / "round-1" / "metrics.json").read_text())
 
 
@@ -63,11 +63,12 @@ def main() -> None:
     ap.add_argument("--steps", default="1e-4,3e-4,1e-3", help="R2F relative steps to sweep.")
     ap.add_argument("--updates", type=int, default=16, help="Updates per round (--steps).")
     ap.add_argument("--no-single", action="store_true", help="Skip the single-step row.")
+    ap.add_argument("--no-lora", action="store_true", help="Skip the LoRA row.")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     n = ["--steps", str(args.updates)]
     r2f = ["--update", "r2f", "--decoder", str(args.decoder)]
-    variants = {"lora": [*n]}
+    variants = {} if args.no_lora else {"lora": [*n]}
     sizes = [float(s) for s in args.steps.split(",")]
     for s in sizes:
         variants[f"r2f step {s:g}"] = [*r2f, *n, "--r2f-step", str(s)]
@@ -75,8 +76,9 @@ def main() -> None:
         big = max(sizes) * args.updates
         variants[f"r2f single step {big:g}"] = [*r2f, "--steps", "1", "--r2f-step", str(big)]
     rows = []
-    for i, (name, extra) in enumerate(variants.items()):
-        rows.append(row(name, release(args.reveal, args.out / f"v{i}", extra)))
+    for name, extra in variants.items():
+        folder = args.out / name.replace(" ", "-")  # a later call reads a finished row back
+        rows.append(row(name, release(args.reveal, folder, extra)))
         table(f"R2F step sweep on {args.reveal}", COLUMNS, rows)
 
 
