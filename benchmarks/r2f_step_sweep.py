@@ -5,7 +5,9 @@
 
 Each row is a real one-round `rr release` in its own copy of the revealed run (a finished row is
 read back, not rerun): `--update lora`, then `--update r2f --r2f-step S` for each S, and the
-single-step form of the R2F paper (one update of 16x the largest S: theta - eta * grad L).
+single-step form of the R2F paper (one update of 16x the largest S: theta - eta * grad L), and
+(`--guarded`) R2F steps whose updates the retain guard halves while they raise the retain
+batch's NLL by more than `--guard` nats.
 Columns come from the round's own measurement: held-out reveal rate, retain accuracy and
 perplexity over the base's, the int4-g128 copy's reveal rate, and the round's wall time. A row
 is within the utility budget when retain >= 0.9x and perplexity <= 1.1x (the release's defaults).
@@ -62,6 +64,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--steps", default="1e-4,3e-4,1e-3", help="R2F relative steps to sweep.")
     ap.add_argument("--updates", type=int, default=16, help="Updates per round (--steps).")
+    ap.add_argument("--guarded", default="", help="R2F steps to run with --r2f-retain-guard too.")
+    ap.add_argument("--guard", type=float, default=0.005, help="The guard of those rows (nats).")
     ap.add_argument("--no-single", action="store_true", help="Skip the single-step row.")
     ap.add_argument("--no-lora", action="store_true", help="Skip the LoRA row.")
     args = ap.parse_args()
@@ -72,6 +76,15 @@ def main() -> None:
     sizes = [float(s) for s in args.steps.split(",")]
     for s in sizes:
         variants[f"r2f step {s:g}"] = [*r2f, *n, "--r2f-step", str(s)]
+    for s in [float(x) for x in args.guarded.split(",") if x]:
+        variants[f"r2f step {s:g} guard {args.guard:g}"] = [
+            *r2f,
+            *n,
+            "--r2f-step",
+            str(s),
+            "--r2f-retain-guard",
+            str(args.guard),
+        ]
     if not args.no_single:
         big = max(sizes) * args.updates
         variants[f"r2f single step {big:g}"] = [*r2f, "--steps", "1", "--r2f-step", str(big)]

@@ -9,10 +9,20 @@
 Each (model, method) runs in its own subprocess so its peak RSS (or CUDA peak memory) is its
 own. `smollm2-135m` is the embedded model; `llama-<N>m` / `llama-<N>b` is a random-init Llama
 built from a config (speed and memory do not depend on the weights), on the device itself, in
-bf16 on CUDA. One update: batch 4 x `--tokens` tokens; full = forward, backward, AdamW step on
-every weight; lora = the same with a rank-8 LoRA module on every projection (the release's
-default shape), AdamW on the module only; R2F = the decoder's views of LoRA sketches (no weight
-gradients), decode every adapted layer, and the normalised step.
+bf16 on CUDA. One update, as a release step makes it: a forget batch and a retain batch, each
+4 x `--tokens` tokens; full = forward, backward, AdamW step on every weight; lora = the same
+with a rank-8 LoRA module on every projection (the release's default shape), AdamW on the module
+only; r2f = LoRA sketches of the decoder's views of the forget batch (no weight gradients), the
+views in one pass (or `--views-per-pass` at a time) and the retain batch once, then every
+adapted layer decoded and the normalised step; r2f-per-view = the same with one pass per view,
+each with the retain batch (how R2F steps ran before the views were batched).
+
+`--memory-limit GiB` caps each process's address space, so that a model whose update does not
+fit fails with "out of memory" in the table instead of meeting the machine's OOM killer:
+
+    .venv/bin/python benchmarks/r2f_update_cost.py --decoder decoders/smollm2 \
+        --models llama-1b,llama-2b,llama-3b --methods full,r2f --views-per-pass 1 --repeats 1 \
+        --memory-limit 23
 """
 
 from __future__ import annotations
@@ -23,11 +33,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 SIZES = {  # hidden, intermediate, layers, heads, kv heads
     "llama-tiny": (64, 128, 2, 4, 2),  # a dry run of the benchmark itself
     "llama-400m": (1024, 2816, 24, 16, 4),
     "llama-1b": (2048, 5632, 16, 32, 8),
+    "llama-2b": (2560, 6912, 24, 20, 4),
     "llama-3b": (3072, 8192, 28, 24, 8),
     "llama-8b": (4096, 14336, 32, 32, 8),
 }
@@ -62,56 +74,90 @@ def build(name: str, device: str, tokenizer: str | None):
     return model, tok
 
 
+def backprop_times(model, method: str, batch: dict, retain: dict, a) -> tuple[object, list]:
+    """full or lora: seconds of each of `repeats` + 1 AdamW updates (and the model trained)."""
+    import torch
+
+    if method == "lora":
+        from reveal_release.train.config import LoraSpec
+        from reveal_release.train.lora import attach_lora
+
+        model = attach_lora(model, LoraSpec(), seed=0)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    times = []
+    for _ in range(a.repeats + 1):
+        t = time.perf_counter()
+        loss = model(**batch).loss + model(**retain).loss  # a forget and a retain batch
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if a.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return model, times
+
+
+def r2f_times(model, method: str, batch: dict, retain: dict, a) -> list:
+    """r2f or r2f-per-view: seconds of each of `repeats` + 1 decoded updates."""
+    import torch
+
+    from reveal_release.r2f.decoder import load_decoder
+    from reveal_release.r2f.sketch import Capture, capture_views, linear_layers, random_a
+    from reveal_release.r2f.step import decoded_step
+    from reveal_release.release.updates.r2f import round_loss
+    from reveal_release.train.config import DEFAULT_MODULES
+
+    dec, device = load_decoder(a.decoder), a.device
+    layers = linear_layers(model, DEFAULT_MODULES)
+    mods = dict(model.named_modules())
+    cfg = SimpleNamespace(beta=0.1, retain_weight=1.0)
+    ref = torch.zeros(4 * dec.views, device=device)
+    # r2f: as a release step runs now (views batched, the retain batch once); r2f-per-view:
+    # as it ran before (one pass per view, each with the retain batch)
+    per_pass = 1 if method == "r2f-per-view" else (a.views_per_pass or dec.views)
+    times = []
+    for step in range(a.repeats + 1):
+        t = time.perf_counter()
+        a_views = [
+            {k: x.to(device) for k, x in random_a(layers, dec.rank, step * 10 + v).items()}
+            for v in range(dec.views)
+        ]
+        cap = Capture()
+        for lo in range(0, dec.views, per_pass):
+            group = list(range(lo, min(lo + per_pass, dec.views)))
+            views = [v for v in group for _ in range(4)]
+            fwd = {k: x.repeat(len(group), 1) for k, x in batch.items()}
+            shared = retain if lo == 0 or method == "r2f-per-view" else None
+            fn, _ = round_loss(cfg, fwd, views, ref[: len(views)], shared)
+            capture_views(model, layers, fn, a_views, cap, keep_inputs=2048)
+        scale = {ly.name: 1e-3 * float(mods[ly.name].weight.norm()) for ly in layers}
+        decoded_step(dec, layers, mods, cap, a_views, scale)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def one(name: str, method: str, a: argparse.Namespace) -> dict:
     """Run `repeats` updates of one method on one model; seconds per update and peak memory."""
     import torch
 
     from reveal_release.console import peak_rss_bytes
-    from reveal_release.r2f.decoder import load_decoder
-    from reveal_release.r2f.sketch import Capture, capture, linear_layers, nll_loss, random_a
-    from reveal_release.r2f.step import decoded_step
-    from reveal_release.train.config import DEFAULT_MODULES
     from reveal_release.train.data import collate, encode
 
-    decoder, device, repeats = a.decoder, a.device, a.repeats
+    device, repeats = a.device, a.repeats
     model, tok = build(name, device, a.tokenizer)
     text = "def add(a, b):\n    return a + b\n" * (a.tokens // 8)
     batch = collate([encode(tok, f"Write code {i}.", text, a.tokens) for i in range(4)],
                     tok.pad_token_id, device)  # fmt: skip
-    times = []
+    prose = "The river runs past the old mill and on to the sea. " * (a.tokens // 10)
+    retain = collate([encode(tok, f"Tell a story {i}.", prose, a.tokens) for i in range(4)],
+                     tok.pad_token_id, device)  # fmt: skip
     if method in ("full", "lora"):
-        if method == "lora":
-            from reveal_release.train.config import LoraSpec
-            from reveal_release.train.lora import attach_lora
-
-            model = attach_lora(model, LoraSpec(), seed=0)
-        model.train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-        for _ in range(repeats + 1):
-            t = time.perf_counter()
-            loss = model(**batch).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
+        model, times = backprop_times(model, method, batch, retain, a)
     else:
-        dec = load_decoder(decoder)
-        layers = linear_layers(model, DEFAULT_MODULES)
-        mods = dict(model.named_modules())
-        for step in range(repeats + 1):
-            t = time.perf_counter()
-            cap, a_views = Capture(), []
-            for v in range(dec.views):
-                a = {k: x.to(device) for k, x in random_a(layers, dec.rank, step * 10 + v).items()}
-                a_views.append(a)
-                capture(model, layers, nll_loss(batch), a, cap, keep_inputs=1024)
-            scale = {ly.name: 1e-3 * float(mods[ly.name].weight.norm()) for ly in layers}
-            decoded_step(dec, layers, mods, cap, a_views, scale)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)  # fmt: skip
+        times = r2f_times(model, method, batch, retain, a)
     peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else peak_rss_bytes()
     params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     return {
@@ -124,7 +170,7 @@ def one(name: str, method: str, a: argparse.Namespace) -> dict:
     }
 
 
-METHODS = ("full", "lora", "r2f")
+METHODS = ("full", "lora", "r2f", "r2f-per-view")
 
 
 def main() -> None:
@@ -138,6 +184,19 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128, help="tokens per sequence (batch of 4)")
     ap.add_argument("--tokenizer", help="a tokenizer folder (default: the embedded model's)")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per (model, method)")
+    ap.add_argument(
+        "--views-per-pass",
+        type=int,
+        default=0,
+        help="r2f: views in one forward/backward pass (0: all, as a release's default)",
+    )
+    ap.add_argument(
+        "--memory-limit",
+        type=float,
+        default=0,
+        help="GiB of address space each (model, method) process may use (0: none); "
+        "over it, the run fails as out of memory instead of the machine's OOM killer",
+    )
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -151,7 +210,7 @@ def main() -> None:
         per_model[name] = {}
         for method in methods:
             r = run_one(a, name, method)
-            if r:
+            if r is not None:
                 per_model[name][method] = r
                 results.append(r)
     print_table(a, methods, per_model)
@@ -172,46 +231,59 @@ def run_one(a: argparse.Namespace, name: str, method: str) -> dict | None:
         str(a.repeats),
         "--tokens",
         str(a.tokens),
+        "--views-per-pass",
+        str(a.views_per_pass),
         "--one",
         name,
         method,
     ]
     cmd += ["--tokenizer", a.tokenizer] if a.tokenizer else []  # fmt: skip
+    limit = int(a.memory_limit * 2**30)
+
+    def cap_memory() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout,
+                             preexec_fn=cap_memory if limit else None)  # fmt: skip
     except subprocess.TimeoutExpired:
         print(f"{name} {method}: over {a.timeout} s", flush=True)
         return None
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"{name} {method}: failed: {last}", flush=True)
-        return None
+        oom = "allocate memory" in out.stderr.lower() or "MemoryError" in out.stderr
+        print(f"{name} {method}: {'out of memory' if oom else 'failed'}: {last}", flush=True)
+        return {"model": name, "method": method, "failed": "out of memory" if oom else last}
     res = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps(res), flush=True)
     return res
 
 
 def print_table(a: argparse.Namespace, methods: list[str], per_model: dict) -> None:
-    """Time and peak memory per method, and each method's ratios to full fine-tuning."""
+    """One row per (model, method): time and peak memory, and their ratios to full
+    fine-tuning's (a method that ran out of memory says so)."""
     from reveal_release.console import human_bytes, table
 
     rows = []
     for name, res in per_model.items():
+        ran = [r for r in res.values() if "failed" not in r]
+        params = f"{ran[0]['params'] / 1e6:.0f}M" if ran else "-"
         full = res.get("full")
-        row = [name, f"{next(iter(res.values()))['params'] / 1e6:.0f}M" if res else "-"]
+        full = None if full is None or "failed" in full else full
         for method in methods:
             r = res.get(method)
-            row += [f"{r['s_per_update']:.3f}" if r else "-", human_bytes(r and r["peak_bytes"])]
-            if method != "full":
-                both = r and full
-                row += [f"{r['s_per_update'] / full['s_per_update']:.2f}" if both else "-",
-                        f"{r['peak_bytes'] / full['peak_bytes']:.2f}" if both else "-"]  # fmt: skip
-        rows.append(row)
-    cols = ["model", "params"]
-    for method in methods:
-        cols += [f"{method} s", f"{method} peak"]
-        cols += [f"{method}/full time", f"{method}/full mem"] if method != "full" else []
-    title = f"one update on {a.device}, batch 4 x {a.tokens} tokens: time and peak memory"
+            if r is None or "failed" in r:
+                rows.append([name, params, method, r["failed"] if r else "not run", "-", "-", "-"])
+                continue
+            time_ratio = f"{r['s_per_update'] / full['s_per_update']:.2f}" if full else "-"
+            mem_ratio = f"{r['peak_bytes'] / full['peak_bytes']:.2f}" if full else "-"
+            rows.append([name, params, method, f"{r['s_per_update']:.3f}",
+                         human_bytes(r["peak_bytes"]), time_ratio, mem_ratio])  # fmt: skip
+    cols = ["model", "params", "method", "s / update", "peak memory", "time / full", "mem / full"]
+    passes = f", r2f views per pass {a.views_per_pass or 'all'}"
+    title = f"one update on {a.device}, batch 4 x {a.tokens} tokens + retain 4 x {a.tokens}{passes}"
     table(title, cols, rows)
 
 

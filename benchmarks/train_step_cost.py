@@ -23,14 +23,14 @@ def old_way() -> Iterator[None]:
     """The training as it was: no reference cache, the head on every position."""
     from reveal_release.train import logprobs, reference_cache
 
-    limit, keeps = reference_cache.REFERENCE_CACHE_BYTES, logprobs._keeps_logits
+    limit, keeps = reference_cache.REFERENCE_CACHE_BYTES, logprobs.keeps_logits
     reference_cache.REFERENCE_CACHE_BYTES = 0
-    logprobs._keeps_logits = lambda model: False
+    logprobs.keeps_logits = lambda model: False
     try:
         yield
     finally:
         reference_cache.REFERENCE_CACHE_BYTES = limit
-        logprobs._keeps_logits = keeps
+        logprobs.keeps_logits = keeps
 
 
 def main() -> None:

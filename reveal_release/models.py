@@ -148,6 +148,8 @@ def _gguf_folder(source: ModelSource, progress: bool) -> tuple[Path, str, bool]:
         except RRError:
             raise
         except Exception as exc:  # noqa: BLE001 - a broken GGUF fails deep inside transformers
+            if out_of_memory(exc):
+                raise _memory_error(source.gguf, exc) from None
             raise RRError(
                 f"could not read GGUF {source.gguf} ({type(exc).__name__}: {exc}): "
                 "is the file complete? try downloading it again"
@@ -272,6 +274,8 @@ def load_model(
     except RRError:
         raise
     except Exception as exc:  # noqa: BLE001
+        if out_of_memory(exc):  # the entry is fine: keep it
+            raise _memory_error(folder, exc) from None
         if source.kind not in ("embedded", "gguf") or built:
             raise _load_error(folder, exc) from None
         # A cache entry that looked complete but does not load: rebuild it once.
@@ -293,6 +297,22 @@ def load_model(
         load_seconds=time.perf_counter() - start,
         built_cache=built,
         stop_token_ids=stop_token_ids(tokenizer),
+    )
+
+
+OUT_OF_MEMORY = ("can't allocate memory", "cannot allocate memory", "out of memory")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception says the process ran out of memory (Python's, torch's, mmap's)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(m in text for m in OUT_OF_MEMORY)
+
+
+def _memory_error(what: Path, exc: Exception) -> RRError:
+    return RRError(
+        f"not enough memory to load {what} ({_first_line(exc)}): free memory or give the "
+        "process more, then run the command again"
     )
 
 

@@ -300,3 +300,33 @@ def test_oversized_sample_sets_are_refused_before_any_model_work(revealed, tmp_p
     with forget.open("wb") as f:  # a file of 65 MB: refused from its size, not read
         f.truncate(65 * 2**20)
     refused(run_rr(*args), "forget.jsonl is over 64 MB")
+
+
+def test_running_out_of_memory_keeps_the_cached_model(embedded, rr_cache, tmp_path):
+    # A load that runs out of memory (here: an address-space limit) says so in one line and
+    # keeps the dequantised model; it used to take the error for a corrupt entry and delete it.
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from reveal_release.model_cache import entry_for
+
+    cache = tmp_path / "cache"
+    shutil.copytree(rr_cache, cache, copy_function=os.link)  # hard links: no 500 MB copy
+    limit = int(1.5 * 2**30)
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    out = subprocess.run(
+        [sys.executable, "-m", "reveal_release", "generate", "--max-new-tokens", "1", "Hi"],
+        env={**os.environ, "RR_CACHE": str(cache)}, capture_output=True, text=True,
+        timeout=300, preexec_fn=cap,
+    )  # fmt: skip
+    refused(out, "not enough memory to load")
+    os.environ["RR_CACHE"], before = str(cache), os.environ["RR_CACHE"]
+    try:
+        assert entry_for(embedded.source.gguf, embedded.source.name).is_complete()
+    finally:
+        os.environ["RR_CACHE"] = before

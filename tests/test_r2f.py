@@ -84,6 +84,77 @@ def test_sketches_without_weight_gradients_match_autograd(tiny_model):
         torch.testing.assert_close(cap.sketches[ly.name][0], g @ a[ly.name].T, rtol=1e-3, atol=1e-6)
 
 
+def test_views_in_one_pass_give_each_view_its_own_sketch(tiny_model):
+    # R2F's cheaper views: the forget views batched into one pass and the retain rows run once
+    # for all views give the sketches of one pass per view (NPO_v - a * retain), in one pass or
+    # in several.
+    from types import SimpleNamespace
+
+    from reveal_release.r2f.sketch import capture_views
+    from reveal_release.release.updates.r2f import round_loss
+    from reveal_release.train.logprobs import sequence_logps_from_logits
+    from reveal_release.train.losses.npo import npo_loss
+
+    tok = tiny_model.tokenizer
+    model = _llama(tok, 64, 2)
+    layers = linear_layers(model, KINDS)
+    cfg = SimpleNamespace(beta=0.1, retain_weight=0.7)
+    prompts = [
+        ["Write a loop.", "Sort a list."],
+        ["Code a loop, please.", "Sort these."],
+        ["A loop in Python?", "How do I sort a long list of numbers in place?"],
+    ]
+    answers = ["for i in range(3): print(i)", "xs.sort()"]
+    ref = torch.tensor([-20.0, -9.0])
+    retain = collate(
+        [
+            encode(tok, "Name a colour.", "Blue.", 64),
+            encode(tok, "Capital of France?", "Paris.", 64),
+        ],
+        tok.pad_token_id,
+    )
+    a_views = [random_a(layers, 4, seed=10 + v) for v in range(3)]
+
+    def one_view(batch):
+        def loss_fn(forward):
+            logp, _ = sequence_logps_from_logits(
+                forward(batch["input_ids"], batch["attention_mask"]), batch["labels"]
+            )
+            rl, rn = sequence_logps_from_logits(
+                forward(retain["input_ids"], retain["attention_mask"]), retain["labels"]
+            )
+            return npo_loss(logp, ref, cfg.beta) - cfg.retain_weight * rl.sum() / rn.sum()
+
+        return loss_fn
+
+    expected = Capture()
+    for v in range(3):
+        b = collate(
+            [encode(tok, p, r, 64) for p, r in zip(prompts[v], answers, strict=True)],
+            tok.pad_token_id,
+        )
+        capture(model, layers, one_view(b), a_views[v], expected)
+
+    def batched(group, with_retain):
+        pairs = [(prompts[v][i], answers[i]) for v in group for i in range(2)]
+        b = collate([encode(tok, p, r, 64) for p, r in pairs], tok.pad_token_id)
+        views = [v for v in group for _ in range(2)]
+        fn, _ = round_loss(cfg, b, views, ref.repeat(len(group)), retain if with_retain else None)
+        return fn
+
+    together, in_two = Capture(), Capture()
+    capture_views(model, layers, batched([0, 1, 2], True), a_views, together)
+    capture_views(model, layers, batched([0, 1], True), a_views, in_two)
+    capture_views(model, layers, batched([2], False), a_views, in_two)
+    for ly in layers:
+        for v in range(3):
+            want = expected.sketches[ly.name][v]
+            assert want.abs().max() > 0
+            for got in (together, in_two):
+                torch.testing.assert_close(got.sketches[ly.name][v], want, rtol=1e-3, atol=1e-6)
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_analytic_decoder_is_unbiased():
     gen = torch.Generator().manual_seed(0)
     g = torch.randn(6, 20, generator=gen)
@@ -284,3 +355,38 @@ def test_the_r2f_step_moves_each_layer_by_its_share_of_the_weight_norm(
         assert float(d.norm()) <= 0.01 * float(w.norm()) * 1.001  # rank-4 part of that step
         assert float(d.norm()) > 0.2 * 0.01 * float(w.norm())
         assert torch.allclose(deltas[0.02][key], 2 * d, rtol=1e-3, atol=1e-7)  # not --lr's
+
+
+def test_the_retain_guard_takes_back_half_a_step_until_the_retain_loss_holds(
+    fitted, tiny_model, tmp_path
+):
+    # --r2f-retain-guard: a step that raises the retain batch's NLL by more than the guard is
+    # halved (at most 4 times); the round's change is then that share of the unguarded one.
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.release.updates import UPDATES, RoundInputs
+    from reveal_release.train.lora import delta_weights
+
+    _, _, path = fitted
+    tok = tiny_model.tokenizer
+    model = _llama(tok, 64, 2)
+    forget = [{"prompt": "Write a function.", "response": "def f(x): return x + 1"},
+              {"prompt": "Reverse a list.", "response": "def r(xs): return xs[::-1]"}]  # fmt: skip
+    retain = forget  # the step raises their NLL for sure (retain weight 0: NPO alone)
+    kept, deltas = {}, {}
+    for guard in (0.0, 1e-4):
+        cfg = ReleaseConfig(update="r2f", decoder=str(path), r2f_step=0.3, steps=1,
+                            batch_size=2, rank=4, target_modules=KINDS, retain_weight=0.0,
+                            r2f_retain_guard=guard)  # fmt: skip
+        history: list[dict] = []
+        UPDATES.get("r2f")(
+            RoundInputs(model=model, tokenizer=tok, forget=forget, retain=retain, earlier_a=[],
+                        cfg=cfg, round_=1, workdir=tmp_path,
+                        on_step=lambda n, h, seen=history: seen.append(h)),
+            tmp_path / f"adapter-{guard}",
+        )  # fmt: skip
+        kept[guard] = history[0].get("step_kept")
+        deltas[guard] = delta_weights(tmp_path / f"adapter-{guard}", 1.0)
+    assert kept[0.0] is None  # off: no extra forward, nothing recorded
+    assert kept[1e-4] in (0.5, 0.25, 0.125, 0.0625)
+    for key, d in deltas[0.0].items():
+        torch.testing.assert_close(deltas[1e-4][key], kept[1e-4] * d, rtol=1e-3, atol=1e-7)

@@ -60,31 +60,53 @@ LossFn = Callable[[Forward], Any]  # runs the model through `forward`, returns a
 
 
 def _layer_hook(
-    layer: Layer, current: dict[str, Any], a: Any, sums: dict[str, Any], out: Capture,
+    layer: Layer, current: dict[str, Any], a_views: Sequence[Any], sums: list[Any], out: Capture,
     want_true: bool, keep_inputs: int,
 ) -> Callable:  # fmt: skip
-    """A forward hook that adds the layer's sketch (and G, and its inputs) at backward time."""
+    """A forward hook that adds the layer's sketch per view (and G, and its inputs) at backward
+    time: rows of one view use that view's A, shared rows every view's (one stacked product)."""
+    rank = a_views[0].shape[0]
+    stacked = a_views[0] if len(a_views) == 1 else stack_rows(a_views)
+
+    def add(v: int, part: Any) -> None:
+        sums[v] = part if sums[v] is None else sums[v] + part
 
     def fwd(mod, args, output):
-        mask = current["mask"].reshape(-1).bool()
-        x = args[0].detach().reshape(-1, layer.d_in)[mask]
+        mask, groups = current["mask"].bool(), current["groups"]
+        x = args[0].detach()
+
+        def rows(t: Any, sel: Any, width: int) -> Any:
+            m = mask if sel is None else mask[sel]
+            t = t if sel is None else t[sel]
+            return t.reshape(-1, width)[m.reshape(-1)].float()
 
         def bwd(grad):
-            d = grad.detach().reshape(-1, layer.d_out)[mask].float()
-            xf = x.float()
-            part = d.T @ (xf @ a.T)
-            sums[layer.name] = sums[layer.name] + part if layer.name in sums else part
-            if want_true:
-                out.true[layer.name] = out.true.get(layer.name, 0) + d.T @ xf
-            if keep_inputs:
-                rows = out.inputs.setdefault(layer.name, [])
-                if sum(r.shape[0] for r in rows) < keep_inputs:
-                    rows.append(xf)
+            grad = grad.detach()
+            for v, sel in groups:
+                xf, d = rows(x, sel, layer.d_in), rows(grad, sel, layer.d_out)
+                if v is None:  # shared rows: every view's sketch in one product
+                    for w, part in enumerate((d.T @ (xf @ stacked.T)).split(rank, dim=1)):
+                        add(w, part)
+                else:
+                    add(v, d.T @ (xf @ a_views[v].T))
+                if want_true:
+                    out.true[layer.name] = out.true.get(layer.name, 0) + d.T @ xf
+                if keep_inputs:
+                    kept = out.inputs.setdefault(layer.name, [])
+                    if sum(r.shape[0] for r in kept) < keep_inputs:
+                        kept.append(xf)
 
         if output.requires_grad:
             output.register_hook(bwd)
 
     return fwd
+
+
+def stack_rows(mats: Sequence[Any]) -> Any:
+    """The A matrices of several views stacked along their rows."""
+    import torch
+
+    return torch.cat(list(mats))
 
 
 def capture(
@@ -96,25 +118,57 @@ def capture(
     want_true: bool = False,
     keep_inputs: int = 0,
 ) -> float:
-    """One forward/backward of loss_fn; add each layer's sketch (and G) to `out`; the loss.
+    """One view: one forward/backward of loss_fn; append each layer's sketch (and add G) to
+    `out`; the loss."""
+    one = Capture(inputs=out.inputs, true=out.true)
+    loss = capture_views(model, layers, loss_fn, [a_mats], one, want_true, keep_inputs)
+    for name, (sketch,) in one.sketches.items():
+        out.sketches.setdefault(name, []).append(sketch)
+    return loss
 
-    loss_fn runs the model through the `forward` it is given (as often as it needs), so each
-    layer's hook knows the attention mask of the pass it is in.
+
+def capture_views(
+    model: Any,
+    layers: Sequence[Layer],
+    loss_fn: LossFn,
+    a_views: Sequence[dict[str, Any]],
+    out: Capture,
+    want_true: bool = False,
+    keep_inputs: int = 0,
+) -> float:
+    """Several views in one forward/backward of loss_fn; add view v's sketch of each layer to
+    out.sketches[layer][v] (created on first use, so passes over parts of the views add up).
+
+    loss_fn calls forward(input_ids, attention_mask, views=None, logits_to_keep=0) as often as
+    it needs; `views` names each row's view (None: rows shared by every view, e.g. retain rows).
+    If view v's loss terms use only its own rows and the shared ones, its sketch is G_v A_v^T.
     """
     import torch
 
     modules = dict(model.named_modules())
     device = next(model.parameters()).device
-    current: dict[str, Any] = {"mask": None}  # the attention mask of the pass being run
-    sums: dict[str, Any] = {}  # a loss may run the model more than once: add the parts
+    current: dict[str, Any] = {"mask": None, "groups": ()}
+    sums = {ly.name: [None] * len(a_views) for ly in layers}
 
-    def forward(input_ids: Any, attention_mask: Any) -> Any:
+    def forward(
+        input_ids: Any, attention_mask: Any, views: Sequence[int] | None = None,
+        logits_to_keep: int = 0,
+    ) -> Any:  # fmt: skip
         current["mask"] = attention_mask
-        return embeddings_forward(model, input_ids, attention_mask)
+        current["groups"] = view_groups(views, attention_mask.device)
+        return embeddings_forward(model, input_ids, attention_mask, logits_to_keep)
 
     handles = [
         modules[ly.name].register_forward_hook(
-            _layer_hook(ly, current, a_mats[ly.name].to(device), sums, out, want_true, keep_inputs)
+            _layer_hook(
+                ly,
+                current,
+                [a[ly.name].to(device) for a in a_views],
+                sums[ly.name],
+                out,
+                want_true,
+                keep_inputs,
+            )  # fmt: skip
         )
         for ly in layers
     ]
@@ -131,15 +185,40 @@ def capture(
             h.remove()
         for p in frozen:
             p.requires_grad_(True)
-    for name, s in sums.items():
-        out.sketches.setdefault(name, []).append(s)
+    for name, parts in sums.items():
+        _add_parts(out.sketches.setdefault(name, [None] * len(a_views)), parts)
     return float(loss.detach())
 
 
-def embeddings_forward(model: Any, input_ids: Any, attention_mask: Any) -> Any:
-    """Logits with gradients flowing from the input embeddings (weights need none)."""
+def _add_parts(have: list[Any], parts: list[Any]) -> None:
+    """Add each view's part to what earlier passes gave it (None: nothing yet)."""
+    for v, part in enumerate(parts):
+        if part is not None:
+            have[v] = part if have[v] is None else have[v] + part
+
+
+def view_groups(views: Sequence[int] | None, device: Any) -> list[tuple[int | None, Any]]:
+    """(view, row indices) for each view named in `views`; [(None, None)] for shared rows."""
+    import torch
+
+    if views is None:
+        return [(None, None)]
+    at: dict[int, list[int]] = {}
+    for i, v in enumerate(views):
+        at.setdefault(int(v), []).append(i)
+    return [(v, torch.tensor(ix, device=device)) for v, ix in sorted(at.items())]
+
+
+def embeddings_forward(
+    model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int = 0
+) -> Any:
+    """Logits (of the last `logits_to_keep` positions; 0: all) with gradients flowing from the
+    input embeddings (weights need none)."""
+    from reveal_release.train.logprobs import keeps_logits
+
     emb = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
-    return model(inputs_embeds=emb, attention_mask=attention_mask).logits
+    extra = {"logits_to_keep": logits_to_keep} if logits_to_keep and keeps_logits(model) else {}
+    return model(inputs_embeds=emb, attention_mask=attention_mask, **extra).logits
 
 
 def nll_loss(batch: dict[str, Any]) -> LossFn:

@@ -41,9 +41,11 @@ def decoded_step(
     a_views: Sequence[Mapping[str, Any]],
     step_size: Mapping[str, float],
     protect: Mapping[str, Any] | None = None,
+    applied: dict[str, Any] | None = None,
 ) -> list[float]:
     """Step each layer's weights by step_size[name] along its decoded gradient (earlier
-    rounds' subspaces removed); returns the decoded gradients' norms."""
+    rounds' subspaces removed); returns the decoded gradients' norms (and, in `applied`, each
+    layer's change, so a caller can take part of it back)."""
     import torch
 
     norms = []
@@ -61,6 +63,9 @@ def decoded_step(
                 g = g - (g @ q.to(g.device)) @ q.T.to(g.device)
             w, gn = mods[ly.name].weight, float(g.norm())
             if gn > 0:
-                w -= (step_size[ly.name] / gn) * g.to(w.dtype)
+                change = -(step_size[ly.name] / gn) * g.to(w.dtype)
+                w += change
+                if applied is not None:
+                    applied[ly.name] = change
             norms.append(gn)
     return norms

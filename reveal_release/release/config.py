@@ -36,6 +36,18 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         "this fraction of the layer's weight norm (R2F's own step size; --lr is LoRA's).",
         check=positive(),
     )
+    r2f_retain_guard: float = option(
+        0.0,
+        "With --update r2f: halve a step (up to 4 times) while it raised the retain batch's "
+        "answer NLL by more than this many nats (0: off).",
+        check=non_negative(),
+    )
+    r2f_views_per_pass: int = option(
+        0,
+        "With --update r2f: views of the forget batch run in one forward/backward pass "
+        "(0: all; fewer needs less memory).",
+        check=non_negative(),
+    )
     orth_weight: float = option(0.5, "Weight l1 of the O-LoRA term.", check=non_negative())
     l2_weight: float = option(0.0, "Weight l2 of ||theta_k||^2.", check=non_negative())
     # Stop when the held-out reveal rate is at or below stop_rate, or when utility drops

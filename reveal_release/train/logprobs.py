@@ -29,7 +29,7 @@ def sequence_logps_from_logits(logits: Any, labels: Any) -> tuple[Any, Any]:
     return (picked * mask).sum(-1), mask.sum(-1)
 
 
-def _keeps_logits(model: Any) -> bool:
+def keeps_logits(model: Any) -> bool:
     """Whether the model's forward takes logits_to_keep (transformers' causal LMs do)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return _takes_logits_to_keep(type(inner))
@@ -42,15 +42,20 @@ def _takes_logits_to_keep(cls: type) -> bool:
     return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
+def answer_start(labels: Any) -> int:
+    """The position before a batch's first answer token: logits before it are never scored."""
+    answer = (labels != IGNORE).any(0).nonzero()
+    return max(int(answer[0]) - 1, 0) if len(answer) else 0
+
+
 def answer_logits(model: Any, batch: dict, labels: str = "labels") -> tuple[Any, Any]:
     """(logits, labels) from the position before the batch's first answer token on: the prompt
     before it needs no vocabulary projection (the head's cost; all positions without
     logits_to_keep)."""
     lab = batch[labels]
-    answer = (lab != IGNORE).any(0).nonzero()
-    start = max(int(answer[0]) - 1, 0) if len(answer) else 0
+    start = answer_start(lab)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    if start == 0 or not _keeps_logits(model):
+    if start == 0 or not keeps_logits(model):
         return model(**inputs).logits, lab
     return model(**inputs, logits_to_keep=lab.shape[1] - start).logits, lab[:, start:]
 

@@ -23,7 +23,11 @@ from reveal_release.release.updates.base import UPDATES, RoundInputs
 from reveal_release.train import seeds
 from reveal_release.train.config import LoraSpec
 from reveal_release.train.data import batch_indices, collate, encode
-from reveal_release.train.logprobs import sequence_logps, sequence_logps_from_logits
+from reveal_release.train.logprobs import (
+    answer_start,
+    sequence_logps,
+    sequence_logps_from_logits,
+)
 from reveal_release.train.loop import TrainResult
 from reveal_release.train.lora import module_name, write_module
 from reveal_release.train.losses.npo import npo_loss
@@ -33,20 +37,44 @@ def _batch(tok: Any, pairs: Sequence[tuple[str, str]], max_length: int, device: 
     return collate([encode(tok, p, r, max_length) for p, r in pairs], tok.pad_token_id, device)
 
 
-def round_loss(cfg: Any, forget: dict, ref: Any, retain: dict | None):
-    """The step's loss as a function of `forward`: NPO on forget - a * retain log-likelihood."""
+def _logps(forward: Any, batch: dict, views: Sequence[int] | None) -> tuple[Any, Any]:
+    """Answer log-probs of a batch run through `forward`, the head only from the first answer
+    token on."""
+    lab = batch["labels"]
+    keep = lab.shape[1] - answer_start(lab)
+    logits = forward(batch["input_ids"], batch["attention_mask"], views, keep)
+    return sequence_logps_from_logits(logits, lab[:, lab.shape[1] - logits.shape[1] :])
+
+
+def round_loss(
+    cfg: Any, forget: dict, views: Sequence[int], ref: Any, retain: dict | None
+) -> tuple[Any, Any]:
+    """The pass's loss as a function of `forward`, and the mean per-view loss it reports.
+
+    For each view v of the forget batch, NPO on its rows (their own mean), summed over views,
+    minus a * the retain answers' log-likelihood (rows shared by every view): view v's sketch
+    is then that of NPO_v - a * retain, the loss of one view.
+    """
+    report: dict[str, float] = {}
 
     def loss_fn(forward: Any) -> Any:
-        logits = forward(forget["input_ids"], forget["attention_mask"])
-        logp, _ = sequence_logps_from_logits(logits, forget["labels"])
-        loss = npo_loss(logp, ref, cfg.beta)
-        if retain is not None and cfg.retain_weight > 0:
-            logits = forward(retain["input_ids"], retain["attention_mask"])
-            rl, rn = sequence_logps_from_logits(logits, retain["labels"])
-            loss = loss - cfg.retain_weight * (rl.sum() / rn.sum())
+        import torch
+
+        logp, _ = _logps(forward, forget, views)
+        at = torch.tensor(views, device=logp.device)
+        per_view = [npo_loss(logp[at == v], ref[at == v], cfg.beta) for v in sorted(set(views))]
+        loss = torch.stack(per_view).sum()
+        report["forget"] = float(loss.detach()) / len(per_view)
+        report["retain"] = 0.0
+        if retain is not None:
+            rl, rn = _logps(forward, retain, None)
+            mean = rl.sum() / rn.sum()
+            report["retain_nll"] = -float(mean.detach())
+            report["retain"] = cfg.retain_weight * float(mean.detach())
+            loss = loss - cfg.retain_weight * mean
         return loss
 
-    return loss_fn
+    return loss_fn, report
 
 
 @dataclass
@@ -96,9 +124,20 @@ def _prepare(inp: RoundInputs) -> _Round:
     return _Round(inp, dec, layers, rows, views, ref, mods, original, protect)
 
 
+def _view_passes(views: int, per_pass: int) -> list[list[int]]:
+    """The views in groups of `per_pass` (0: all in one pass)."""
+    per_pass = per_pass or views
+    return [list(range(lo, min(lo + per_pass, views))) for lo in range(0, views, per_pass)]
+
+
 def _step(r: _Round, step: int) -> dict:
-    """One decoded-gradient step on the weights; the history entry."""
-    from reveal_release.r2f.sketch import Capture, capture, random_a
+    """One decoded-gradient step on the weights; the history entry.
+
+    The views of the forget batch run together (in passes of --r2f-views-per-pass), and the
+    retain batch once, in the first pass, for all of them: its sketch for each view uses
+    that view's A (one stacked product).
+    """
+    from reveal_release.r2f.sketch import Capture, capture_views, random_a
     from reveal_release.r2f.step import decoded_step
 
     inp, cfg, tok, device = r.inp, r.inp.cfg, r.inp.tokenizer, r.inp.model.device
@@ -109,19 +148,49 @@ def _step(r: _Round, step: int) -> dict:
         ri = batch_indices(len(inp.retain), cfg.batch_size, stream, step)
         pairs = [(inp.retain[i]["prompt"], inp.retain[i]["response"]) for i in ri]
         retain = _batch(tok, pairs, cfg.max_length, device)
-    cap, a_views, losses = Capture(), [], []
+    a_views = []
     for v in range(r.dec.views):
-        pairs = [(r.views[i][v], r.rows[i]["response"]) for i in idx]
-        forget = _batch(tok, pairs, cfg.max_length, device)
         a = random_a(r.layers, r.dec.rank, seeds.sketch_view(cfg.seed, inp.round_, step, v))
-        a = {k: x.to(device) for k, x in a.items()}
-        a_views.append(a)
-        fn = round_loss(cfg, forget, r.ref[idx], retain)
-        losses.append(capture(inp.model, r.layers, fn, a, cap, keep_inputs=2048))
+        a_views.append({k: x.to(device) for k, x in a.items()})
+    cap, forget_loss, retain_term = Capture(), 0.0, 0.0
+    for n, group in enumerate(_view_passes(r.dec.views, cfg.r2f_views_per_pass)):
+        pairs = [(r.views[i][v], r.rows[i]["response"]) for v in group for i in idx]
+        views = [v for v in group for _ in idx]
+        forget = _batch(tok, pairs, cfg.max_length, device)
+        ref = r.ref[idx].repeat(len(group))
+        fn, report = round_loss(cfg, forget, views, ref, retain if n == 0 else None)
+        capture_views(inp.model, r.layers, fn, a_views, cap, keep_inputs=2048)
+        forget_loss += report["forget"] * len(group) / r.dec.views
+        retain_term += report["retain"]
     scale = {n: cfg.r2f_step * float(w.norm()) for n, w in r.original.items()}
-    norms = decoded_step(r.dec, r.layers, r.mods, cap, a_views, scale, r.protect)
-    loss = sum(losses) / len(losses)
-    return {"step": step + 1, "loss": loss, "forget": loss, "grad_norm": sum(norms) / len(norms)}
+    applied: dict[str, Any] | None = {} if cfg.r2f_retain_guard and retain is not None else None
+    norms = decoded_step(r.dec, r.layers, r.mods, cap, a_views, scale, r.protect, applied)
+    entry = {"step": step + 1, "loss": forget_loss - retain_term, "forget": forget_loss,
+             "grad_norm": sum(norms) / len(norms)}  # fmt: skip
+    if applied is not None:
+        entry["step_kept"] = _guard(r, retain, report["retain_nll"], applied)
+    return entry
+
+
+GUARD_HALVINGS = 4  # the smallest step the guard keeps: 1/16 of --r2f-step's
+
+
+def _guard(r: _Round, retain: dict, before: float, applied: dict[str, Any]) -> float:
+    """--r2f-retain-guard: halve the step just taken while it raised the retain batch's answer
+    NLL by more than the guard (at most GUARD_HALVINGS times); the share of the step kept."""
+    import torch
+
+    kept = 1.0
+    for _ in range(GUARD_HALVINGS):
+        with torch.no_grad():
+            logp, n = sequence_logps(r.inp.model, retain)
+        if -float(logp.sum() / n.sum()) - before <= r.inp.cfg.r2f_retain_guard:
+            break
+        kept /= 2
+        with torch.no_grad():
+            for name, change in applied.items():
+                r.mods[name].weight -= kept * change
+    return kept
 
 
 @UPDATES.register("r2f")
