@@ -137,7 +137,7 @@ def capture_views(
     keep_inputs: int = 0,
 ) -> float:
     """Several views in one forward/backward of loss_fn; add view v's sketch of each layer to
-    out.sketches[layer][v] (created on first use, so passes over parts of the views add up).
+    out.sketches[layer][v] (passes over parts of the views add up).
 
     loss_fn calls forward(input_ids, attention_mask, views=None, logits_to_keep=0) as often as
     it needs; `views` names each row's view (None: rows shared by every view, e.g. retain rows).
@@ -172,8 +172,7 @@ def capture_views(
         )
         for ly in layers
     ]
-    # No weight gradients: backprop only carries activations' gradients (the point of R2F).
-    frozen = [p for p in model.parameters() if p.requires_grad]
+    frozen = [p for p in model.parameters() if p.requires_grad]  # no weight gradients (R2F)
     for p in frozen:
         p.requires_grad_(False)
     try:
