@@ -105,7 +105,7 @@ def r2f_times(model, method: str, batch: dict, retain: dict, a) -> list:
     from reveal_release.r2f.decoder import load_decoder
     from reveal_release.r2f.sketch import Capture, capture_views, linear_layers, random_a
     from reveal_release.r2f.step import decoded_step
-    from reveal_release.release.updates.r2f import round_loss
+    from reveal_release.release.updates.r2f import round_loss, view_passes
     from reveal_release.train.config import DEFAULT_MODULES
 
     dec, device = load_decoder(a.decoder), a.device
@@ -124,11 +124,10 @@ def r2f_times(model, method: str, batch: dict, retain: dict, a) -> list:
             for v in range(dec.views)
         ]
         cap = Capture()
-        for lo in range(0, dec.views, per_pass):
-            group = list(range(lo, min(lo + per_pass, dec.views)))
+        for n, group in enumerate(view_passes(dec.views, per_pass)):
             views = [v for v in group for _ in range(4)]
             fwd = {k: x.repeat(len(group), 1) for k, x in batch.items()}
-            shared = retain if lo == 0 or method == "r2f-per-view" else None
+            shared = retain if n == 0 or method == "r2f-per-view" else None
             fn, _ = round_loss(cfg, fwd, views, ref[: len(views)], shared)
             capture_views(model, layers, fn, a_views, cap, keep_inputs=2048)
         scale = {ly.name: 1e-3 * float(mods[ly.name].weight.norm()) for ly in layers}

@@ -65,8 +65,10 @@ def _layer_hook(
 ) -> Callable:  # fmt: skip
     """A forward hook that adds the layer's sketch per view (and G, and its inputs) at backward
     time: rows of one view use that view's A, shared rows every view's (one stacked product)."""
+    import torch
+
     rank = a_views[0].shape[0]
-    stacked = a_views[0] if len(a_views) == 1 else stack_rows(a_views)
+    stacked = torch.cat(list(a_views))  # every view's A, for rows shared by all views
 
     def add(v: int, part: Any) -> None:
         sums[v] = part if sums[v] is None else sums[v] + part
@@ -100,13 +102,6 @@ def _layer_hook(
             output.register_hook(bwd)
 
     return fwd
-
-
-def stack_rows(mats: Sequence[Any]) -> Any:
-    """The A matrices of several views stacked along their rows."""
-    import torch
-
-    return torch.cat(list(mats))
 
 
 def capture(

@@ -124,7 +124,7 @@ def _prepare(inp: RoundInputs) -> _Round:
     return _Round(inp, dec, layers, rows, views, ref, mods, original, protect)
 
 
-def _view_passes(views: int, per_pass: int) -> list[list[int]]:
+def view_passes(views: int, per_pass: int) -> list[list[int]]:
     """The views in groups of `per_pass` (0: all in one pass)."""
     per_pass = per_pass or views
     return [list(range(lo, min(lo + per_pass, views))) for lo in range(0, views, per_pass)]
@@ -152,24 +152,38 @@ def _step(r: _Round, step: int) -> dict:
     for v in range(r.dec.views):
         a = random_a(r.layers, r.dec.rank, seeds.sketch_view(cfg.seed, inp.round_, step, v))
         a_views.append({k: x.to(device) for k, x in a.items()})
-    cap, forget_loss, retain_term = Capture(), 0.0, 0.0
-    for n, group in enumerate(_view_passes(r.dec.views, cfg.r2f_views_per_pass)):
+    trained = retain if cfg.retain_weight > 0 else None  # in the loss only when it counts
+    cap, forget_loss, retain_term, before = Capture(), 0.0, 0.0, None
+    for n, group in enumerate(view_passes(r.dec.views, cfg.r2f_views_per_pass)):
         pairs = [(r.views[i][v], r.rows[i]["response"]) for v in group for i in idx]
         views = [v for v in group for _ in idx]
         forget = _batch(tok, pairs, cfg.max_length, device)
         ref = r.ref[idx].repeat(len(group))
-        fn, report = round_loss(cfg, forget, views, ref, retain if n == 0 else None)
+        fn, report = round_loss(cfg, forget, views, ref, trained if n == 0 else None)
         capture_views(inp.model, r.layers, fn, a_views, cap, keep_inputs=2048)
         forget_loss += report["forget"] * len(group) / r.dec.views
         retain_term += report["retain"]
+        before = report.get("retain_nll", before)
     scale = {n: cfg.r2f_step * float(w.norm()) for n, w in r.original.items()}
-    applied: dict[str, Any] | None = {} if cfg.r2f_retain_guard and retain is not None else None
+    applied: dict[str, Any] | None = None
+    if cfg.r2f_retain_guard and retain is not None:
+        applied = {}
+        before = _retain_nll(inp.model, retain) if before is None else before
     norms = decoded_step(r.dec, r.layers, r.mods, cap, a_views, scale, r.protect, applied)
     entry = {"step": step + 1, "loss": forget_loss - retain_term, "forget": forget_loss,
              "grad_norm": sum(norms) / len(norms)}  # fmt: skip
     if applied is not None:
-        entry["step_kept"] = _guard(r, retain, report["retain_nll"], applied)
+        entry["step_kept"] = _guard(r, retain, before, applied)
     return entry
+
+
+def _retain_nll(model: Any, retain: dict) -> float:
+    """The retain batch's mean answer-token NLL under the current weights."""
+    import torch
+
+    with torch.no_grad():
+        logp, n = sequence_logps(model, retain)
+    return -float(logp.sum() / n.sum())
 
 
 GUARD_HALVINGS = 4  # the smallest step the guard keeps: 1/16 of --r2f-step's
@@ -182,9 +196,7 @@ def _guard(r: _Round, retain: dict, before: float, applied: dict[str, Any]) -> f
 
     kept = 1.0
     for _ in range(GUARD_HALVINGS):
-        with torch.no_grad():
-            logp, n = sequence_logps(r.inp.model, retain)
-        if -float(logp.sum() / n.sum()) - before <= r.inp.cfg.r2f_retain_guard:
+        if _retain_nll(r.inp.model, retain) - before <= r.inp.cfg.r2f_retain_guard:
             break
         kept /= 2
         with torch.no_grad():
