@@ -390,3 +390,24 @@ def test_the_retain_guard_takes_back_half_a_step_until_the_retain_loss_holds(
     assert kept[1e-4] in (0.5, 0.25, 0.125, 0.0625)
     for key, d in deltas[0.0].items():
         torch.testing.assert_close(deltas[1e-4][key], kept[1e-4] * d, rtol=1e-3, atol=1e-7)
+
+
+def test_the_retain_guard_works_with_the_views_split_into_passes(fitted, tiny_model, tmp_path):
+    # The retain batch runs in the first of several passes; the guard reads its NLL from there.
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.release.updates import UPDATES, RoundInputs
+
+    _, _, path = fitted
+    rows = [{"prompt": "Write a function.", "response": "def f(x): return x + 1"},
+            {"prompt": "Name a colour.", "response": "Blue is a colour."}]  # fmt: skip
+    cfg = ReleaseConfig(update="r2f", decoder=str(path), r2f_step=0.3, steps=1, batch_size=2,
+                        rank=4, target_modules=KINDS, r2f_retain_guard=1e-4,
+                        r2f_views_per_pass=1)  # fmt: skip
+    history: list[dict] = []
+    UPDATES.get("r2f")(
+        RoundInputs(model=_llama(tiny_model.tokenizer, 64, 2), tokenizer=tiny_model.tokenizer,
+                    forget=rows[:1], retain=rows, earlier_a=[], cfg=cfg, round_=1,
+                    workdir=tmp_path, on_step=lambda n, h: history.append(h)),
+        tmp_path / "adapter",
+    )  # fmt: skip
+    assert history[0]["step_kept"] in (1.0, 0.5, 0.25, 0.125, 0.0625)
