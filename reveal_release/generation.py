@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reveal_release.decoding import grouped_attention, nucleus_processor
 from reveal_release.errors import RRError
 from reveal_release.models import LoadedModel
 
@@ -75,6 +76,24 @@ def check_prompt_lengths(
             )
 
 
+def _sampling(model: Any, temperature: float, top_p: float) -> dict[str, Any]:
+    """generate()'s sampling options: greedy at temperature 0; top-p through the processor
+    that gives transformers' scores without sorting the vocabulary, unless the model's own
+    generation config adds top-k (which transformers applies before top-p)."""
+    if temperature <= 0:
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    config_top_k = getattr(getattr(model, "generation_config", None), "top_k", None)
+    if top_p >= 1.0 or config_top_k:
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
+    return {
+        "do_sample": True,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "top_k": None,
+        "logits_processor": nucleus_processor(temperature, top_p),
+    }
+
+
 def generate(
     loaded: LoadedModel,
     prompts: Sequence[str],
@@ -103,16 +122,12 @@ def generate(
         enc = tok(
             [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
         ).to(loaded.device)
-        sampling = temperature > 0
         torch.manual_seed(seed + b)
-        with torch.inference_mode():
+        with torch.inference_mode(), grouped_attention(model):
             out = model.generate(
                 **enc,
+                **_sampling(model, temperature, top_p),
                 max_new_tokens=max_new_tokens,
-                do_sample=sampling,
-                temperature=temperature if sampling else None,
-                top_p=top_p if sampling else None,
-                top_k=None,
                 eos_token_id=list(stops),
                 pad_token_id=tok.pad_token_id,
                 use_cache=True,

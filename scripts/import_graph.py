@@ -34,6 +34,7 @@ ORDER = (
     "quantizers",
     "sentence_embedder",
     "generation",
+    "decoding",
     "models",
     "embedded_models",
     "model_cache",
