@@ -103,3 +103,84 @@ def test_the_cover_retain_search_takes_one_answer_to_each_prompt():
     assert (search.strategy, search.samples_per_arm, search.mutate_every) == ("cover", 1, 0)
     assert search.steps * search.arms_per_step >= 44  # every retain prompt of the pool
     assert cfg.search(cfg.budget).strategy == "neuralucb"  # the forget search is unchanged
+
+
+class _CountingSampler(HFSampler):
+    """The real HF sampler, keeping each call's prompts and answers."""
+
+    def __init__(self, loaded):
+        super().__init__(loaded)
+        self.calls = []
+
+    def generate(self, prompts, cfg, system=None):
+        gens, stats = super().generate(prompts, cfg, system)
+        self.calls.append((list(prompts), [g.text for g in gens], cfg.max_new_tokens))
+        return gens, stats
+
+
+def _pair(tiny_model, tmp_path: Path, sampler, retain_tokens: int = 8):
+    from dataclasses import replace
+
+    forget = _search(tiny_model, tmp_path / "forget.safetensors")
+    retain = _search(tiny_model, tmp_path / "retain.safetensors", seed=1)
+    retain.cfg = replace(retain.cfg, budget=12, max_new_tokens=retain_tokens)
+    forget.sampler = retain.sampler = sampler
+    return {"forget": forget, "retain": retain}
+
+
+def test_searches_side_by_side_share_one_sampler_call_per_step(tiny_model, tmp_path: Path):
+    """Forget (4 steps) and retain (2 steps): 4 calls, not 6; each search gets the answers to
+    its own prompts, in order; a search that samples otherwise gets calls of its own."""
+    from reveal_release.reveal.together import run_together
+
+    sampler = _CountingSampler(tiny_model)
+    seen = []
+    res = run_together(_pair(tiny_model, tmp_path, sampler), sampler, lambda *a: seen.append(a))
+    assert len(sampler.calls) == 4
+    assert [(name, i) for name, i, _, _ in seen] == [
+        ("forget", 1), ("retain", 1), ("forget", 2), ("retain", 2), ("forget", 3), ("forget", 4)
+    ]  # fmt: skip
+    for step, (prompts, texts, _) in enumerate(sampler.calls):
+        mine = [
+            (p.instruction, r)
+            for name in ("forget", "retain")
+            for p in res[name].pulls
+            if p.step == step
+            for r in p.responses
+        ]
+        assert mine == list(zip(prompts, texts, strict=True))
+    assert len(res["retain"].pulls) == 6 and len(res["forget"].pulls) == 12
+
+    apart = _CountingSampler(tiny_model)
+    run_together(_pair(tiny_model, tmp_path / "apart", apart, retain_tokens=6), apart)
+    assert sorted(n for _, _, n in apart.calls) == [6, 6, 8, 8, 8, 8]
+
+
+@pytest.mark.parametrize("at", [("retain", 1), ("forget", 1), ("forget", 2)])
+def test_searches_side_by_side_resume_to_the_same_result(tiny_model, tmp_path: Path, at):
+    """Killed after a step, or between the two searches' checkpoints of step 1 or 2 (the
+    forget search a step ahead: it goes back one): the rerun ends with the same pulls."""
+    from reveal_release.reveal.together import run_together
+
+    sampler = _CountingSampler(tiny_model)
+    full = run_together(_pair(tiny_model, tmp_path / "full", sampler), sampler)
+
+    class Killed(Exception):
+        pass
+
+    def kill(name, step, steps, pulls):
+        if (name, step) == at:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_together(_pair(tiny_model, tmp_path / "k", sampler), sampler, kill)
+    again = _pair(tiny_model, tmp_path / "k", sampler)
+    assert (again["forget"].step, again["retain"].step) == (
+        at[1],
+        1 if at[0] == "retain" else at[1] - 1,
+    )
+    res = run_together(again, sampler)
+    for name in ("forget", "retain"):
+        assert [(p.step, p.instruction, p.responses) for p in res[name].pulls] == [
+            (p.step, p.instruction, p.responses) for p in full[name].pulls
+        ]
