@@ -32,7 +32,7 @@ def test_rr_run_does_the_three_stages_with_one_timing_table_and_reads_them_back(
     assert m["cache"]["hits"] >= 4
     table_at = out.stdout.index("time by stage: rr run")
     table = out.stdout[table_at : out.stdout.index("rr eval: anything")]
-    for stage in ("reveal: forget and retain searches", "release: round 1: training",
+    for stage in ("reveal: forget search", "release: round 1: training",
                   "eval: released: attack relearn", "total (wall)"):  # fmt: skip
         assert stage in table, stage
     # The before/after and attack tables come last, then the report's path.

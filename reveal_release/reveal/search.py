@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -93,24 +92,17 @@ class InstructionSearch:
         self.inst_feats, self.resp_feats = instruction_features, response_features
         self.meta_pool = list(meta_pool)
         self.checkpoint = Path(checkpoint)
-        # The step before, kept for searches run side by side (reveal/together.py: a run killed
-        # between two searches' checkpoints of one step takes the one ahead back a step).
-        self.previous = self.checkpoint.with_name(self.checkpoint.stem + ".previous.safetensors")
-        self.pool, self.warm_start = list(pool), warm_start
-        if self.checkpoint.is_file():
-            self._load_checked(self.checkpoint, resume=True)
-        else:
-            self._start()
-
-    def _start(self) -> None:
-        """The state before the first step (the warm start's, when there is one)."""
-        self.arms: list[dict] = [{"text": t, "source": "seed"} for t in self.pool]
+        self.arms: list[dict] = [{"text": t, "source": "seed"} for t in pool]
         self.pulls: list[Pull] = []
         self.step = 0
         self.tokens, self.seconds = 0, 0.0
-        self._init_features()
-        if self.warm_start is not None and Path(self.warm_start).is_file():
-            self._load_checked(Path(self.warm_start), resume=False)
+        self.bandit: NeuralUCB | None = None
+        if self.checkpoint.is_file():
+            self._load_checked(self.checkpoint, resume=True)
+        else:
+            self._init_features()
+            if warm_start is not None and Path(warm_start).is_file():
+                self._load_checked(Path(warm_start), resume=False)
 
     # -- features ----------------------------------------------------------------------
     def _init_features(self) -> None:
@@ -130,61 +122,21 @@ class InstructionSearch:
     # -- the loop ----------------------------------------------------------------------
     def run(self, on_step: Callable[[int, int, list[Pull]], None] | None = None) -> SearchResult:
         """Run the remaining steps; `on_step(step, steps, pulls)` reports progress."""
-        while not self.finished:
+        while self.step < self.cfg.steps:
             t0 = time.perf_counter()
-            chosen, prompts = self.plan()
-            gens, stats = self.sampler.generate(prompts, self.sampling(len(prompts)))
-            self.finish(chosen, gens, stats.new_tokens, t0, on_step)
-        return self.result()
-
-    @property
-    def finished(self) -> bool:
-        """Whether every step the budget pays for has run."""
-        return self.step >= self.cfg.steps
-
-    def result(self) -> SearchResult:
-        """What the search has produced so far."""
+            pulls = self._play(self.step)
+            self.pulls += pulls
+            if self.cfg.strategy == "neuralucb":
+                self.bandit.update(
+                    self.feats[[p.arm for p in pulls]], np.array([p.reward for p in pulls])
+                )
+            self._maybe_mutate(self.step)
+            self.seconds += time.perf_counter() - t0
+            self.step += 1
+            self._save()
+            if on_step:
+                on_step(self.step, self.cfg.steps, pulls)
         return SearchResult(self.pulls, self.arms, self.tokens, self.seconds)
-
-    def sampling(self, batch_size: int) -> SamplingConfig:
-        """The sampling settings of the current step (its seed)."""
-        return SamplingConfig(
-            max_new_tokens=self.cfg.max_new_tokens,
-            temperature=self.cfg.temperature,
-            top_p=self.cfg.top_p,
-            seed=self.cfg.seed * 100_003 + self.step,
-            batch_size=batch_size,
-        )
-
-    def plan(self) -> tuple[list[tuple[int, float | None, float | None]], list[str]]:
-        """The current step's instructions (arm, mean, sigma) and its prompts, in order."""
-        chosen = self._pick(self.step)
-        n = self.cfg.samples_per_arm
-        return chosen, [self.arms[a]["text"] for a, _, _ in chosen for _ in range(n)]
-
-    def finish(
-        self,
-        chosen: list[tuple[int, float | None, float | None]],
-        gens: Sequence[Any],
-        new_tokens: int,
-        t0: float,
-        on_step: Callable[[int, int, list[Pull]], None] | None = None,
-    ) -> None:
-        """Score the step's answers (`plan`'s prompts, in order), update the bandit, mutate,
-        checkpoint and report; `t0`: when the step started."""
-        self.tokens += new_tokens
-        pulls = self._pulls(self.step, chosen, gens)
-        self.pulls += pulls
-        if self.cfg.strategy == "neuralucb":
-            self.bandit.update(
-                self.feats[[p.arm for p in pulls]], np.array([p.reward for p in pulls])
-            )
-        self._maybe_mutate(self.step)
-        self.seconds += time.perf_counter() - t0
-        self.step += 1
-        self._save()
-        if on_step:
-            on_step(self.step, self.cfg.steps, pulls)
 
     def _pick(self, step: int) -> list[tuple[int, float | None, float | None]]:
         k = min(self.cfg.arms_per_step, len(self.arms))
@@ -196,8 +148,19 @@ class InstructionSearch:
             return [(int(a), None, None) for a in rng.choice(len(self.arms), k, replace=False)]
         return list(self.bandit.select(self.feats, k))
 
-    def _pulls(self, step: int, chosen: list, gens: Sequence[Any]) -> list[Pull]:
+    def _play(self, step: int) -> list[Pull]:
+        chosen = self._pick(step)
         n = self.cfg.samples_per_arm
+        prompts = [self.arms[a]["text"] for a, _, _ in chosen for _ in range(n)]
+        sampling = SamplingConfig(
+            max_new_tokens=self.cfg.max_new_tokens,
+            temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p,
+            seed=self.cfg.seed * 100_003 + step,
+            batch_size=len(prompts),
+        )
+        gens, stats = self.sampler.generate(prompts, sampling)
+        self.tokens += stats.new_tokens
         texts = [g.text for g in gens]
         scores = [float(s) for s in self.score(texts)]
         emb = self.resp_feats(texts)
@@ -261,28 +224,7 @@ class InstructionSearch:
                 {"step": self.step, "tokens": self.tokens, "seconds": self.seconds}
             ),
         }
-        if self.checkpoint.is_file():
-            atomic_write_bytes(self.previous, self.checkpoint.read_bytes())
         atomic_write_bytes(self.checkpoint, save(tensors, metadata=meta))
-
-    def rewind(self) -> None:
-        """Back to the checkpoint of the step before (a one-line error when there is none)."""
-        want = self.step - 1
-        if want == 0:
-            self._start()
-            return
-        if not self.previous.is_file():
-            raise RRError(
-                f"the search checkpoint {self.checkpoint} is a step ahead of the search run "
-                f"beside it and {self.previous} is missing: delete both searches' checkpoints "
-                "to run them from their first step"
-            )
-        self._load_checked(self.previous, resume=True)
-        if self.step != want:
-            raise RRError(
-                f"{self.previous} holds step {self.step}, not {want}: delete both searches' "
-                "checkpoints to run them from their first step"
-            )
 
     def _load_checked(self, path: Path, resume: bool) -> None:
         """_load, with a one-line error naming a damaged or foreign checkpoint."""

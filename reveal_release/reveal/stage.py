@@ -17,7 +17,6 @@ from reveal_release.reveal.features import HiddenStateFeatures, make_features
 from reveal_release.reveal.samplers.base import Sampler
 from reveal_release.reveal.search import InstructionSearch, Pull, SearchResult
 from reveal_release.reveal.search_config import SearchConfig
-from reveal_release.reveal.together import run_together
 from reveal_release.runs import RunDir
 from reveal_release.targets.judges import make_judge
 from reveal_release.targets.spec import TargetSpec, instructions_dir, read_pool
@@ -94,18 +93,18 @@ def _dedupe(rows: list[dict], feats: Callable[[Sequence[str]], np.ndarray], max_
 class _Searches:
     """The two searches of one reveal, sharing the sampler, the features and the run folder."""
 
-    def __init__(self, loaded, spec, sampler, run, cfg, out, warm_start):
+    def __init__(self, loaded, spec, sampler, run, cfg, out, warm_start, on_step):
         self.spec, self.sampler, self.run, self.cfg, self.out = spec, sampler, run, cfg, out
-        self.warm_start = warm_start
+        self.warm_start, self.on_step = warm_start, on_step
         self.judge = make_judge(spec.judge, **spec.judge_params)
         self.meta_pool = read_pool(instructions_dir() / "meta.txt", spec.subject, "meta")
         self.inst_feats = make_features(cfg.features, loaded).instructions
         self.resp_feats = response_features(loaded)
 
-    def search(self, name: str, pool: list[str], score, config: SearchConfig) -> InstructionSearch:
-        """One search (checkpointed in OUT/state/NAME.safetensors), ready to run."""
+    def search(self, name: str, pool: list[str], score, config: SearchConfig) -> SearchResult:
+        """One search (checkpointed in OUT/state/NAME.safetensors)."""
         warm = self.warm_start
-        return InstructionSearch(
+        s = InstructionSearch(
             pool,
             self.sampler,
             score,
@@ -116,6 +115,8 @@ class _Searches:
             meta_pool=self.meta_pool,
             warm_start=self.run.path(warm, "state", f"{name}.safetensors") if warm else None,
         )
+        on_step = self.on_step
+        return s.run(lambda i, n, pulls: on_step and on_step(name, i, n, pulls))
 
     def keep(self, pulls: list[Pull], keep: Callable[[float], bool], round_: int) -> list[dict]:
         """The answers that pass `keep`, near-duplicates removed."""
@@ -162,18 +163,12 @@ def run_reveal(
 ) -> RevealSummary:
     """Search for forget and retain samples and write out/{forget,retain,bandit}.jsonl
     (`on_stage` hears each search's name as it starts)."""
-    searches = _Searches(loaded, spec, sampler, run, cfg, out, warm_start)
+    searches = _Searches(loaded, spec, sampler, run, cfg, out, warm_start, on_step)
     start = time.perf_counter()
-    todo = {"forget": searches.search(
+    on_stage("forget search")
+    forget_res = searches.search(
         "forget", spec.reveal_pool, searches.judge.score, cfg.search(cfg.budget)
-    )}  # fmt: skip
-    if cfg.retain_samples > 0:  # 0: forget search only (Release rounds keep the first retain set)
-        todo["retain"] = searches.search(
-            "retain", spec.retain_pool, searches.not_target, cfg.retain_search(cfg.retain_samples)
-        )
-    on_stage(" and ".join(todo) + " search" + ("es" if len(todo) > 1 else ""))
-    results = run_together(todo, sampler, on_step)
-    forget_res = results["forget"]
+    )
     log = _log_rows(forget_res.pulls, "forget", round_)
     run.write_jsonl(f"{out}/bandit.jsonl", log)
     forget = searches.keep(forget_res.pulls, lambda s: s >= spec.threshold, round_)
@@ -181,8 +176,11 @@ def run_reveal(
         raise _nothing_revealed(spec, forget_res, run.path(out, "bandit.jsonl"))
     retain: list[dict] = []
     retain_tokens = 0
-    if "retain" in results:
-        retain_res = results["retain"]
+    if cfg.retain_samples > 0:  # 0: forget search only (Release rounds keep the first retain set)
+        on_stage("retain search")
+        retain_res = searches.search(
+            "retain", spec.retain_pool, searches.not_target, cfg.retain_search(cfg.retain_samples)
+        )
         log += _log_rows(retain_res.pulls, "retain", round_)
         retain = searches.keep(retain_res.pulls, lambda s: s >= 1.0 - cfg.retain_max, round_)
         retain_tokens = retain_res.tokens
