@@ -27,6 +27,7 @@ from reveal_release.release.rounds import decide
 from reveal_release.release.snap import base_scheme, grids_of, snap
 from reveal_release.release.updates import UPDATES, RoundInputs
 from reveal_release.train.data import collate, encode_rows
+from reveal_release.train.disruption import DisruptionMask
 from reveal_release.train.fake_quant import fake_quantized
 from reveal_release.train.logprobs import sequence_logps
 from reveal_release.train.loop import sam_gradients
@@ -293,3 +294,55 @@ def test_recovery_is_the_share_of_the_removed_target_an_attack_brings_back(token
     assert recovery(0.5, 0.2, 0.2) is None  # the release removed nothing
     shares = grid_shares(LoadedModel.bare(_on_grid_base(tokenizer), tokenizer))
     assert shares["int4"] == 1.0 and shares["int8"] < 0.5 and shares["int4-sym"] < 0.5
+
+
+def test_disruption_masking_keeps_the_forget_gradient_only_where_retaining_agrees(tokenizer):
+    pm = _lora(tokenizer)
+    params = trainable(pm)
+    plist = list(params.values())
+    forget_b = collate(encode_rows(tokenizer, ROWS[:1], 64), tokenizer.pad_token_id)
+    retain_b = collate(encode_rows(tokenizer, ROWS[1:], 64), tokenizer.pad_token_id)
+
+    def nll(batch) -> torch.Tensor:
+        logp, n = sequence_logps(pm, batch)
+        return -logp.sum() / n.sum()
+
+    def terms() -> dict:
+        forget = -nll(forget_b)  # gradient ascent on the forget answer
+        orth = sum((p**2).sum() for name, p in params.items() if "lora_A" in name)
+        return {"forget": forget, "retain": nll(retain_b), "orth": orth}
+
+    weights = {"forget": 1.0, "retain": 2.0, "orth": 0.5}
+    mask = DisruptionMask(params, ("forget",), momentum=0.9)
+    average = {n: torch.zeros_like(p) for n, p in params.items()}
+    for _ in range(2):  # the running average carries over from one step to the next
+        g_f = torch.autograd.grad(-nll(forget_b), plist)
+        g_r = torch.autograd.grad(2.0 * nll(retain_b), plist)
+        g_o = torch.autograd.grad(terms()["orth"] * 0.5, plist, allow_unused=True)
+        mask.gradients(params, terms(), weights)
+        kept = total = 0
+        for (name, p), f, r, o in zip(params.items(), g_f, g_r, g_o, strict=True):
+            average[name] = 0.9 * average[name] + 0.1 * r
+            agree = torch.sign(f) == torch.sign(average[name])
+            want = r + (o if o is not None else 0) + torch.where(agree, f, torch.zeros_like(f))
+            torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-7, msg=name)
+            kept, total = kept + int(agree.sum()), total + agree.numel()
+        assert 0 < mask.kept < 1 and mask.kept == pytest.approx(kept / total)
+        with torch.no_grad():  # a step, so that the second gradient is taken elsewhere
+            for p in plist:
+                p.sub_(0.01 * p.grad)
+    # The running average is what a checkpoint keeps, and what a resumed run gets back.
+    again = DisruptionMask(params, ("forget",))
+    again.load(mask.tensors())
+    for name, t in again.average.items():
+        torch.testing.assert_close(t, average[name], rtol=1e-4, atol=1e-8)
+
+
+def test_disruption_masking_options_are_checked():
+    assert ReleaseConfig(mask="disruption").mask == "disruption"
+    with pytest.raises(RRError, match="unknown mask 'sign': choose none or disruption"):
+        ReleaseConfig(mask="sign")
+    with pytest.raises(RRError, match="--mask disruption and --sam-rho do not combine"):
+        ReleaseConfig(mask="disruption", sam_rho=0.05)
+    with pytest.raises(RRError, match="--mask disruption works with --update lora, not r2f"):
+        ReleaseConfig(mask="disruption", update="r2f", decoder="d")

@@ -171,8 +171,11 @@ def test_nan_loss_stops_the_round_and_keeps_the_last_good_weights(tiny_model):
         assert torch.isfinite(sequence_logps(pm, batch)[0]).all()
 
 
-def test_training_resumes_from_its_checkpoint_to_the_same_weights(tiny_model, tmp_path):
-    cfg = ReleaseConfig(rank=4, alpha=8, steps=6, batch_size=2, lr=1e-3, checkpoint_every=3)
+@pytest.mark.parametrize("mask", ["none", "disruption"])
+def test_training_resumes_from_its_checkpoint_to_the_same_weights(tiny_model, tmp_path, mask):
+    cfg = ReleaseConfig(
+        rank=4, alpha=8, steps=6, batch_size=2, lr=1e-3, checkpoint_every=3, mask=mask
+    )
     straight = attach_lora(fresh(tiny_model), cfg, seed=0)
     train_module(straight, tiny_model.tokenizer, ROWS, RETAIN, [], cfg, 1)
     # Interrupted run: stop after step 4 (checkpoint at 3), then resume from the file.

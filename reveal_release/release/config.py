@@ -131,6 +131,10 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
             raise RRError(f"--focus takes auto or none, not {self.focus!r}")
         if self.stop_quant == "auto":
             raise RRError("--stop-quant takes a scheme or none, not auto")
+        if self.mask != "none" and self.sam_rho > 0:
+            raise RRError("--mask disruption and --sam-rho do not combine: give one of them")
+        if self.mask != "none" and self.update != "lora":
+            raise RRError(f"--mask {self.mask} works with --update lora, not {self.update}")
         if self.update == "r2f" and not self.decoder:
             raise RRError("--update r2f needs --decoder PATH (make one with `rr r2f fit`)")
 

@@ -13,9 +13,15 @@ from reveal_release.schema import read_json
 
 
 def save_state(
-    path: Path, step: int, params: Mapping[str, Any], optimizer: Any, history: list[dict]
+    path: Path,
+    step: int,
+    params: Mapping[str, Any],
+    optimizer: Any,
+    history: list[dict],
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write PATH.safetensors (weights, Adam moments) and PATH.json (step, loss history)."""
+    """Write PATH.safetensors (weights, Adam moments, `extra` tensors such as a gradient
+    rule's state) and PATH.json (step, loss history)."""
     import torch
     from safetensors.torch import save
 
@@ -24,12 +30,17 @@ def save_state(
     for i, n in enumerate(params):
         for k, v in state.get(i, {}).items():
             tensors[f"adam/{k}/{n}"] = torch.as_tensor(v).detach().reshape(-1).contiguous()
+    for k, t in (extra or {}).items():
+        tensors[k] = t.detach().contiguous()
     atomic_write_bytes(path.with_suffix(".safetensors"), save(tensors))
     atomic_write_json(path.with_suffix(".json"), {"step": step, "history": history})
 
 
-def load_state(path: Path, params: Mapping[str, Any], optimizer: Any) -> tuple[int, list[dict]]:
-    """Restore what save_state wrote; (0, []) when there is nothing to restore."""
+def load_state(
+    path: Path, params: Mapping[str, Any], optimizer: Any, extra: Any = None
+) -> tuple[int, list[dict]]:
+    """Restore what save_state wrote (`extra.load(tensors)` gets the tensors, for a gradient
+    rule's state); (0, []) when there is nothing to restore."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -56,6 +67,8 @@ def load_state(path: Path, params: Mapping[str, Any], optimizer: Any) -> tuple[i
         if entry:
             sd["state"][i] = entry
     optimizer.load_state_dict(sd)
+    if extra is not None:
+        extra.load(tensors)
     return int(info["step"]), list(info["history"])
 
 

@@ -12,6 +12,7 @@ from reveal_release.options import (
     comma_list,
     non_empty,
     non_negative,
+    one_of,
     option,
     positive,
 )
@@ -85,8 +86,19 @@ class OptimConfig:
         check=non_negative(),
     )  # fmt: skip
 
+    # Sondej et al. 2025 (MUDMAN, arXiv 2506.12484): update only where unlearning and
+    # retaining agree in sign.
+    mask: str = option(
+        "none",
+        "disruption: keep the forget gradient only where its sign agrees with the retain "
+        "gradient's running average (none: off).",
+        check=one_of("mask", "none", "disruption"),
+    )
+
     def __post_init__(self) -> None:
         validate_fields(self)
+        if self.mask != "none" and self.sam_rho > 0:
+            raise RRError("--mask disruption and --sam-rho do not combine: give one of them")
 
     def steps_for(self, n_forget: int) -> int:
         """A round's optimiser steps: --steps, capped at --max-epochs passes over its answers."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from reveal_release.train.checkpoint import load_state, save_state
 from reveal_release.train.config import OptimConfig
+from reveal_release.train.disruption import DisruptionMask
 from reveal_release.train.lora import trainable
 
 # A retain loss this many times its first value (and 2 nats above it) counts as exploding.
@@ -132,6 +133,28 @@ def sam_gradients(
                 p.copy_(s)  # exactly the weights before the perturbation
 
 
+def _gradients(
+    cfg: OptimConfig,
+    mask: DisruptionMask | None,
+    params: Mapping[str, Any],
+    step_terms: StepTerms,
+    terms: Mapping[str, Any],
+    weights: Mapping[str, float],
+    step: int,
+    loss: Any,
+    sharp: tuple[str, ...],
+) -> dict[str, float]:
+    """Set .grad by the configured rule (SAM, disruption mask, or plain); what it logs."""
+    if cfg.sam_rho > 0:
+        sam_gradients(params, step_terms, terms, weights, step, cfg.sam_rho, sharp)
+    elif mask is not None:
+        mask.gradients(params, terms, weights)
+        return {"mask_kept": mask.kept}
+    else:
+        loss.backward()
+    return {}
+
+
 def run_steps(
     model: Any,
     step_terms: StepTerms,
@@ -143,18 +166,21 @@ def run_steps(
     bounded: bool = False,
     explode_key: str = "retain",
     sharp: tuple[str, ...] = ("forget",),
+    masked: tuple[str, ...] = (),
 ) -> TrainResult:
     """cfg.steps AdamW steps on the model's trainable parameters; resumable from state_path.
 
     With cfg.sam_rho > 0 the `sharp` terms' gradients are taken SAM's way (sam_gradients);
-    step_terms must then accept `only=` (the terms to compute).
+    step_terms must then accept `only=` (the terms to compute). With cfg.mask "disruption" the
+    `masked` terms' gradients pass only where they agree with retaining (DisruptionMask).
     """
     import torch
 
     start = time.perf_counter()
     params = trainable(model)
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0)
-    step0, history = load_state(state_path, params, optimizer) if state_path else (0, [])
+    mask = DisruptionMask(params, masked) if getattr(cfg, "mask", "") == "disruption" else None
+    step0, history = load_state(state_path, params, optimizer, mask) if state_path else (0, [])
     model.train()
     good, guard = _snapshot(params), _Guard(explode_key, history)
     stopped, kept = None, step0
@@ -168,10 +194,7 @@ def run_steps(
             break
         good = _snapshot(params)
         optimizer.zero_grad(set_to_none=True)
-        if cfg.sam_rho > 0:
-            sam_gradients(params, step_terms, terms, weights, step, cfg.sam_rho, sharp)
-        else:
-            loss.backward()
+        values |= _gradients(cfg, mask, params, step_terms, terms, weights, step, loss, sharp)
         norm, stopped = _clip_and_step(params, optimizer, cfg.max_grad_norm, step)
         if stopped:
             kept = step
@@ -183,7 +206,7 @@ def run_steps(
         if bounded and converged(history, cfg):
             break
         if state_path and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            save_state(state_path, step + 1, params, optimizer, history)
+            save_state(state_path, step + 1, params, optimizer, history, mask and mask.tensors())
     if stopped:
         # Back to the last weights whose loss was finite and in bounds (the first weights of
         # this attempt when a resumed run fails at once).

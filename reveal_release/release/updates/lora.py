@@ -46,6 +46,7 @@ def train_module(
     return run_steps(
         peft_model, terms, weights, cfg, state_path=state_path, on_step=on_step,
         bounded=objective.forget_loss.bounded, sharp=objective.forget_keys,
+        masked=(*objective.forget_keys, "forget_t"),
         explode_key=objective.explode_key,
     )  # fmt: skip
 
