@@ -43,6 +43,12 @@ VARIANTS = {
     "alt": ("larger alpha/r and lr (arXiv 2602.13151)", [*FP, "--alpha", "128", "--lr", "2e-3"]),
     "new": ("the defaults with the target spec's settings", []),
     "tamper": ("tamper-resistant, larger update, rounded at gain 1.5", TAMPER),
+    # MUDMAN (Sondej et al. 2025, arXiv 2506.12484): disruption masking with a simulated
+    # attacker, the retain loss a cross-entropy whose gradient sign the mask follows.
+    "mudman": (
+        "disruption masking + simulated attacker (MUDMAN, arXiv 2506.12484)",
+        [*TAMPER, "--mask", "disruption", "--retain-loss", "nll"],
+    ),
     "new-sam": ("the defaults + SAM (rho 0.05)", ["--sam-rho", "0.05"]),
     "tamper-fp": ("tamper-resistant, larger update, full precision", [*TAMPER, "--snap", "none"]),
     "tamper-1": (

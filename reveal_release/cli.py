@@ -42,6 +42,25 @@ ModelOpt = Annotated[
 ]
 RunOpt = Annotated[Path, typer.Option("--run", help="The run folder.")]
 TrustOpt = Annotated[bool, typer.Option(help="Run code shipped with a hub model (off: safer).")]
+
+
+def _device_name(value: str) -> str:
+    """--device checked before any work: one line for a name rr does not take."""
+    from reveal_release.devices import check_device_name
+
+    try:
+        return check_device_name(value)
+    except RRError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N.",
+        callback=_device_name,
+    ),
+]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the figures here.")]
 PresetOpt = Annotated[str, typer.Option(help=PRESET_HELP)]
 
@@ -63,13 +82,14 @@ def generate(
     temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
     seed: int = 0,
     trust_remote_code: TrustOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Answer prompts in one batch and print tokens/s: the quickest check that a model works."""
     from reveal_release.model_checks import generate_command
 
     generate_command(
         prompts, model=model, max_new_tokens=max_new_tokens, batch_size=batch_size,
-        temperature=temperature, seed=seed, trust_remote_code=trust_remote_code,
+        temperature=temperature, seed=seed, trust_remote_code=trust_remote_code, device=device,
     )  # fmt: skip
 
 
@@ -85,6 +105,7 @@ def reveal(
     backend: Annotated[str, typer.Option(help="hf or vllm.")] = "hf",
     preset: PresetOpt = "default",
     trust_remote_code: TrustOpt = False,
+    device: DeviceOpt = "auto",
     explicit: frozenset[str] = frozenset(),
 ) -> None:
     """Make the model reveal what it knows about a target; write the forget and retain sets."""
@@ -92,7 +113,7 @@ def reveal(
 
     reveal_command(
         target=target, run=run, model=model, cfg=cfg, backend=backend,
-        trust_remote_code=trust_remote_code, explicit=explicit, preset=preset,
+        trust_remote_code=trust_remote_code, device=device, explicit=explicit, preset=preset,
     )  # fmt: skip
 
 
@@ -106,13 +127,14 @@ def release(
     ),
     preset: PresetOpt = "default",
     trust_remote_code: TrustOpt = False,
+    device: DeviceOpt = "auto",
     explicit: frozenset[str] = frozenset(),
 ) -> None:
     """Unlearn what Reveal found, round after round; write DIR/round-K/ and DIR/model/."""
     from reveal_release.release.command import release_command
 
     release_command(
-        run=run, cfg=cfg, backend=backend, trust_remote_code=trust_remote_code,
+        run=run, cfg=cfg, backend=backend, trust_remote_code=trust_remote_code, device=device,
         explicit=explicit, preset=preset,
     )  # fmt: skip
 
@@ -137,6 +159,7 @@ def evaluate(
     ] = False,
     preset: PresetOpt = "default",
     trust_remote_code: TrustOpt = False,
+    device: DeviceOpt = "auto",
     explicit: frozenset[str] = frozenset(),
 ) -> None:
     """Held-out forgetting, utility and robustness attacks, with a report."""
@@ -144,8 +167,8 @@ def evaluate(
 
     eval_command(
         run=run, model=model, target=target, base=base, out=out, settings=settings,
-        report_only=report_only, trust_remote_code=trust_remote_code, explicit=explicit,
-        preset=preset,
+        report_only=report_only, trust_remote_code=trust_remote_code, device=device,
+        explicit=explicit, preset=preset,
     )  # fmt: skip
 
 
@@ -159,13 +182,14 @@ def run_all(
     preset: PresetOpt = "default",
     backend: Annotated[str, typer.Option(help="Sampler for the reveals: hf or vllm.")] = "hf",
     trust_remote_code: TrustOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Reveal, release and eval in one go (a finished stage is read back); the time by stage."""
     from reveal_release.pipeline import run_command
 
     run_command(
         target=target, run=run, model=model, preset=preset, backend=backend,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, device=device,
     )  # fmt: skip
 
 
@@ -197,12 +221,18 @@ def r2f_fit(
     cfg: FitConfig,
     json_path: JsonOpt = None,
     trust_remote_code: TrustOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Fit a gradient decoder on a proxy model; print held-out cosines per layer kind."""
     from reveal_release.r2f.command import fit_command
 
     fit_command(
-        proxy=proxy, out=out, cfg=cfg, json_path=json_path, trust_remote_code=trust_remote_code
+        proxy=proxy,
+        out=out,
+        cfg=cfg,
+        json_path=json_path,
+        trust_remote_code=trust_remote_code,
+        device=device,
     )
 
 
@@ -214,13 +244,14 @@ def r2f_check(
     json_path: JsonOpt = None,
     seed: int = 0,
     trust_remote_code: TrustOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Held-out cosine of a decoder on a model, against the analytic baseline."""
     from reveal_release.r2f.command import check_command
 
     check_command(
         decoder=decoder, model=model, prompts=prompts, json_path=json_path, seed=seed,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, device=device,
     )  # fmt: skip
 
 

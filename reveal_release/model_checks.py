@@ -87,13 +87,13 @@ GENERATE_COLUMNS = [
 
 def generate_command(
     prompts: Sequence[str], *, model: str, max_new_tokens: int, batch_size: int,
-    temperature: float, seed: int, trust_remote_code: bool,
+    temperature: float, seed: int, trust_remote_code: bool, device: str = "auto",
 ) -> None:  # fmt: skip
     """Load a model, answer the prompts in batches, print the answers and tokens/s."""
     from reveal_release.generation import generate
     from reveal_release.models import load_model
 
-    loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
+    loaded = load_model(model, device=device, trust_remote_code=trust_remote_code, progress=True)
     with progress() as bar:
         task = bar.add_task("generating", total=len(prompts))
         gens, stats = generate(

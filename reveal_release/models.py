@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reveal_release.devices import pick_device
 from reveal_release.embedded_models import DEFAULT_MODEL, EMBEDDED
 from reveal_release.errors import RRError
 from reveal_release.model_cache import build_entry, cache_root, entry_for, file_sha256
@@ -163,15 +164,6 @@ def _say(progress: bool, msg: str) -> None:
         from reveal_release.console import say
 
         say(msg)
-
-
-def pick_device(device: str = "auto") -> str:
-    """'auto' picks CUDA when present, else the CPU."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:

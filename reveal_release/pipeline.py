@@ -12,7 +12,14 @@ from reveal_release.stage_clock import StageClock
 
 
 def run_command(
-    *, target: str, run: Path, model: str, preset: str, backend: str, trust_remote_code: bool
+    *,
+    target: str,
+    run: Path,
+    model: str,
+    preset: str,
+    backend: str,
+    trust_remote_code: bool,
+    device: str = "auto",
 ) -> None:
     """The three commands in turn on RUN (each resumes what a killed run had finished)."""
     from reveal_release.console import console
@@ -31,20 +38,20 @@ def run_command(
     clock = header(0)
     reveal_command(
         target=target, run=run, model=model, cfg=RevealConfig(), backend=backend,
-        trust_remote_code=trust_remote_code, preset=preset, clock=clock,
+        trust_remote_code=trust_remote_code, device=device, preset=preset, clock=clock,
     )  # fmt: skip
     total.add(clock.rows, "reveal: ")
     clock = header(1)
     release_command(
         run=run, cfg=ReleaseConfig(), backend=backend, trust_remote_code=trust_remote_code,
-        preset=preset, clock=clock,
+        device=device, preset=preset, clock=clock,
     )  # fmt: skip
     total.add(clock.rows, "release: ")
     clock = header(2)
     done = eval_command(
         run=run, model=None, target=None, base=None, out=None, settings=EvalSettings(),
-        report_only=False, trust_remote_code=trust_remote_code, preset=preset, clock=clock,
-        show=False,
+        report_only=False, trust_remote_code=trust_remote_code, device=device, preset=preset,
+        clock=clock, show=False,
     )  # fmt: skip
     total.add(clock.rows, "eval: ")
     total.print(f"rr run {target}")

@@ -87,3 +87,13 @@ def test_the_tamper_term_on_a_cuda_model(tokenizer):
     grads = [p.grad for p in trainable(pm).values()]
     assert all(g is not None and g.is_cuda and torch.isfinite(g).all() for g in grads)
     assert all(p.is_cuda for p in objective.adversary.params())
+
+
+def test_generate_runs_on_the_gpu_asked_for(tiny_folder):
+    from helpers import run_rr
+
+    out = run_rr(
+        "generate", "--model", str(tiny_folder), "--device", "cuda:0", "--max-new-tokens", "4", "hi"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "cuda" in out.stdout, out.stdout

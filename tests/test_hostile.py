@@ -32,6 +32,7 @@ FAST = ["--steps", "20", "--checkpoint-every", "2", "--probes", "3", "--qa", "4"
         ),
         (["generate", "--max-new-tokens", "0", "hi"], ["'--max-new-tokens'", "equal to 1"]),
         (["eval", "--run", "x", "--model", "y"], ["--run"]),
+        (["release", "--run", "x", "--device", "gpu"], ["unknown device 'gpu'", "cuda:N"]),
     ],
     ids=[
         "unknown-option",
@@ -44,6 +45,7 @@ FAST = ["--steps", "20", "--checkpoint-every", "2", "--probes", "3", "--qa", "4"
         "unknown-update-rule",
         "new-tokens-zero",
         "run-and-model",
+        "unknown-device",
     ],  # fmt: skip
 )
 def test_command_line_mistakes_get_one_line(args, needles, tmp_path):

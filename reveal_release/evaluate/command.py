@@ -22,6 +22,7 @@ def eval_command(
     settings: EvalSettings,
     report_only: bool,
     trust_remote_code: bool,
+    device: str = "auto",
     explicit: frozenset[str] = frozenset(),
     preset: str = "default",
     clock: StageClock | None = None,
@@ -50,9 +51,9 @@ def eval_command(
         return None
     clock.mark("loading the models")
     if run is not None:
-        inp = run_inputs(run, trust_remote_code=trust_remote_code)
+        inp = run_inputs(run, trust_remote_code=trust_remote_code, device=device)
     else:
-        inp = model_inputs(model, target, base, trust_remote_code=trust_remote_code)
+        inp = model_inputs(model, target, base, trust_remote_code, device)
     for note in inp.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
 

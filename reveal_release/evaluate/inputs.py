@@ -66,7 +66,7 @@ def bandit_records(rd: RunDir) -> list[dict[str, Any]]:
     return out
 
 
-def run_inputs(run: Path, trust_remote_code: bool = False) -> EvalInputs:
+def run_inputs(run: Path, trust_remote_code: bool = False, device: str = "auto") -> EvalInputs:
     """The run's target, base model, released model (if any), forget set and records."""
     rd = RunDir.load(run, lock=True)
     from reveal_release.models import load_model
@@ -80,11 +80,14 @@ def run_inputs(run: Path, trust_remote_code: bool = False) -> EvalInputs:
             f"no released model in {rd.path('model')}: evaluated the base model only "
             f"(run `rr release --run {run}` to release one)"
         )
-    base = load_model(reveal_cfg["model"], trust_remote_code=trust_remote_code, progress=True)
+    base = load_model(reveal_cfg["model"], device=device, trust_remote_code=trust_remote_code,
+                      progress=True)  # fmt: skip
     rd.check_model(base.fingerprint)
     released = None
     if rd.has_released_model():
-        released = load_model(str(rd.path("model")), trust_remote_code=trust_remote_code)
+        released = load_model(
+            str(rd.path("model")), device=device, trust_remote_code=trust_remote_code
+        )
     rounds = round_records(rd)
     kept = [r for r in rounds if r["round"] > 0 and not r.get("rolled_back")]
     label = f"released (round {kept[-1]['round']})" if kept else "released"
@@ -104,15 +107,19 @@ def run_inputs(run: Path, trust_remote_code: bool = False) -> EvalInputs:
 
 
 def model_inputs(
-    model: str, target: str, base: str | None = None, trust_remote_code: bool = False
+    model: str,
+    target: str,
+    base: str | None = None,
+    trust_remote_code: bool = False,
+    device: str = "auto",
 ) -> EvalInputs:
     """A model outside a run, against a target; `base` (optional) gives the before figures."""
     from reveal_release.models import load_model
 
     spec = load_target(target)
     spec.probes()
-    loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
-    before = load_model(base, trust_remote_code=trust_remote_code) if base else None
+    loaded = load_model(model, device=device, trust_remote_code=trust_remote_code, progress=True)
+    before = load_model(base, device=device, trust_remote_code=trust_remote_code) if base else None
     notes = [] if base else ["no --base given: no before figures, no NLL under the original"]
     return EvalInputs(
         spec=spec,

@@ -16,13 +16,17 @@ from reveal_release.targets.spec import TargetSpec
 
 
 def model_key(loaded: LoadedModel) -> str:
-    """What a model's figures depend on: its weights' fingerprint and the dtype it ran in."""
-    return weights_key(loaded.fingerprint, loaded.model.dtype)
+    """What a model's figures depend on: its weights' fingerprint, the dtype and the kind of
+    device it ran on."""
+    return weights_key(loaded.fingerprint, loaded.model.dtype, loaded.model.device)
 
 
-def weights_key(fingerprint: str, dtype: Any) -> str:
-    """The model key of weights with this fingerprint, run in this dtype."""
-    return f"{fingerprint}|{str(dtype).removeprefix('torch.')}"
+def weights_key(fingerprint: str, dtype: Any, device: Any = "cpu") -> str:
+    """The model key of weights with this fingerprint, run in this dtype on this kind of device
+    (a GPU's kernels round differently from the CPU's, so its figures are its own)."""
+    kind = getattr(device, "type", str(device).split(":")[0])
+    where = "" if kind == "cpu" else f"|{kind}"
+    return f"{fingerprint}|{str(dtype).removeprefix('torch.')}{where}"
 
 
 def store_root() -> Path:

@@ -43,7 +43,13 @@ def print_figures(title: str, fig: dict[str, Any], json_path: Path | None) -> No
 
 
 def fit_command(
-    *, proxy: str, out: Path, cfg: FitConfig, json_path: Path | None, trust_remote_code: bool
+    *,
+    proxy: str,
+    out: Path,
+    cfg: FitConfig,
+    json_path: Path | None,
+    trust_remote_code: bool,
+    device: str = "auto",
 ) -> None:
     """Fit a decoder on the proxy and report its held-out cosines."""
     from reveal_release.atomic import new_folder
@@ -53,7 +59,7 @@ def fit_command(
 
     out = new_folder(out)  # before any work: nothing the user keeps there is replaced
     texts = prompts_from(FIT_POOLS, cfg.prompts)
-    loaded = load_model(proxy, trust_remote_code=trust_remote_code, progress=True)
+    loaded = load_model(proxy, device=device, trust_remote_code=trust_remote_code, progress=True)
     say(f"fitting on {proxy}: {len(texts)} prompts, {cfg.views} views, rank {cfg.rank}")
     with progress() as bar:
         task = bar.add_task("gradient pairs", total=None)
@@ -69,7 +75,7 @@ def fit_command(
 
 def check_command(
     *, decoder: Path, model: str, prompts: int, json_path: Path | None, seed: int,
-    trust_remote_code: bool,
+    trust_remote_code: bool, device: str = "auto",
 ) -> None:  # fmt: skip
     """Held-out cosine of a saved decoder on another model, against the analytic baseline."""
     from reveal_release.console import progress
@@ -80,7 +86,7 @@ def check_command(
 
     dec = load_decoder(decoder)
     texts = prompts_from(CHECK_POOLS, prompts)
-    loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
+    loaded = load_model(model, device=device, trust_remote_code=trust_remote_code, progress=True)
     kinds = sorted({n.rsplit(".", 1)[-1] for n, m in loaded.model.named_modules()
                     if type(m).__name__ == "Linear" and ".layers." in n})  # fmt: skip
     layers = linear_layers(loaded.model, kinds)

@@ -97,6 +97,7 @@ def release_command(
     cfg: ReleaseConfig,
     backend: str,
     trust_remote_code: bool,
+    device: str = "auto",
     explicit: frozenset[str] = frozenset(),
     preset: str = "default",
     clock: StageClock | None = None,
@@ -126,7 +127,9 @@ def release_command(
             say(f"release already finished in {run}: {st.info.get('stop_reason', '')}")
             return
         clock.mark("loading the model")
-        loaded = load_model(reveal_cfg["model"], trust_remote_code=trust_remote_code, progress=True)
+        loaded = load_model(
+            reveal_cfg["model"], device=device, trust_remote_code=trust_remote_code, progress=True
+        )
         rd.check_model(loaded.fingerprint)
         with progress() as bar:
             summary = run_release(

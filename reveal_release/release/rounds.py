@@ -475,7 +475,8 @@ class Rounds:
         from reveal_release.models import folder_fingerprint
 
         fingerprint = folder_fingerprint(self.run.path("model"))
-        mk = weights_key(fingerprint, self.released().model.dtype)
+        model = self.released().model
+        mk = weights_key(fingerprint, model.dtype, model.device)
         for key, value in figures.items():
             self.store.put(mk, key, value)
 

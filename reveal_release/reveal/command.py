@@ -57,6 +57,7 @@ def reveal_command(
     cfg: RevealConfig,
     backend: str,
     trust_remote_code: bool,
+    device: str = "auto",
     explicit: frozenset[str] = frozenset(),
     preset: str = "default",
     clock: StageClock | None = None,
@@ -77,7 +78,7 @@ def reveal_command(
     from reveal_release.reveal.summary import print_summary
 
     clock.mark("loading the model")
-    loaded = load_model(model, trust_remote_code=trust_remote_code, progress=True)
+    loaded = load_model(model, device=device, trust_remote_code=trust_remote_code, progress=True)
     rd = RunDir.open(run, {"model": loaded.fingerprint, "target": spec.identity()})
     config = {"model": model, "target": target, "backend": backend, **asdict(cfg)}
     rd.manifest.setdefault("model", model_summary(loaded))
