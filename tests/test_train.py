@@ -320,3 +320,25 @@ def test_max_epochs_caps_a_rounds_steps_at_passes_over_its_forget_set():
     capped = ReleaseConfig(steps=16, batch_size=4, max_epochs=2)
     assert [capped.steps_for(n) for n in (30, 22, 7, 1, 0)] == [15, 11, 4, 1, 1]
     assert ReleaseConfig(steps=8, batch_size=4, max_epochs=2).steps_for(30) == 8
+
+
+def test_a_bf16_model_trains_fp32_lora_factors(tiny_model):
+    """What a CUDA run gets (bf16 weights): the LoRA factors (and so AdamW's moments) are fp32."""
+    from reveal_release.train.loop import run_steps
+
+    cfg = ReleaseConfig(rank=4, alpha=8, steps=2, batch_size=2, lr=1e-3)
+    model = fresh(tiny_model).to(torch.bfloat16)
+    peft = attach_lora(model, cfg, seed=0)
+    params = trainable(peft)
+    assert {p.dtype for p in params.values()} == {torch.float32}
+    assert {p.dtype for n, p in peft.named_parameters() if not p.requires_grad} == {torch.bfloat16}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    batch = collate(encode_rows(tiny_model.tokenizer, ROWS, 64), tiny_model.tokenizer.pad_token_id)
+
+    def terms(step):
+        logp, n = sequence_logps(peft, batch)
+        return {"nll": -logp.sum() / n.sum()}
+
+    result = run_steps(peft, terms, {"nll": 1.0}, cfg)
+    assert result.steps == 2 and not result.stopped
+    assert any(not torch.equal(p, before[n]) for n, p in params.items())
