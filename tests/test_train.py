@@ -342,3 +342,35 @@ def test_a_bf16_model_trains_fp32_lora_factors(tiny_model):
     result = run_steps(peft, terms, {"nll": 1.0}, cfg)
     assert result.steps == 2 and not result.stopped
     assert any(not torch.equal(p, before[n]) for n, p in params.items())
+
+
+def test_gradient_checkpointing_recomputes_and_trains_to_the_same_weights(tiny_model):
+    """--gradient-checkpointing: each layer runs again in the backward pass (counted), the
+    weights after two steps are those of a run without it, and it is off again afterwards."""
+    from reveal_release.train.loop import run_steps
+
+    batch = collate(encode_rows(tiny_model.tokenizer, ROWS, 64), tiny_model.tokenizer.pad_token_id)
+    out = {}
+    for on in (False, True):
+        cfg = ReleaseConfig(rank=4, alpha=8, steps=2, batch_size=2, lr=1e-2,
+                            gradient_checkpointing=on)  # fmt: skip
+        peft = attach_lora(fresh(tiny_model), cfg, seed=0)
+        layer = peft.get_base_model().model.layers[0]
+        calls, forward = [], layer.forward
+
+        def counted(*a, calls=calls, forward=forward, **k):
+            calls.append(1)
+            return forward(*a, **k)
+
+        layer.forward = counted
+
+        def terms(step, peft=peft):
+            logp, n = sequence_logps(peft, batch)
+            return {"nll": -logp.sum() / n.sum()}
+
+        run_steps(peft, terms, {"nll": 1.0}, cfg)
+        assert len(calls) == (4 if on else 2)  # two steps; each forward again when recomputed
+        assert not peft.get_base_model().is_gradient_checkpointing and not peft.training
+        out[on] = {n: p.detach().clone() for n, p in trainable(peft).items()}
+    for name, p in out[True].items():
+        torch.testing.assert_close(p, out[False][name], rtol=1e-5, atol=1e-6, msg=name)

@@ -94,6 +94,11 @@ class OptimConfig:
         "gradient's running average (none: off).",
         check=one_of("mask", "none", "disruption"),
     )
+    gradient_checkpointing: bool = option(
+        False,
+        "Recompute each layer's activations in the backward pass instead of keeping them: "
+        "less memory for large models, about one more forward pass of time.",
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,30 @@ def sam_gradients(
                 p.copy_(s)  # exactly the weights before the perturbation
 
 
+@contextmanager
+def _training(model: Any, checkpointing: bool) -> Iterator[None]:
+    """The model in training mode (with gradient checkpointing if asked), then back in eval
+    mode without it, however the steps end."""
+    model.train()
+    recompute(model, checkpointing)
+    try:
+        yield
+    finally:
+        recompute(model, False)
+        model.eval()
+
+
+def recompute(model: Any, on: bool) -> None:
+    """Turn gradient checkpointing on or off on the transformers model under any PEFT wrapper."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(inner, "supports_gradient_checkpointing", False):
+        return
+    if on:
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif inner.is_gradient_checkpointing:
+        inner.gradient_checkpointing_disable()
+
+
 def _gradients(
     cfg: OptimConfig,
     mask: DisruptionMask | None,
@@ -181,36 +206,37 @@ def run_steps(
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0)
     mask = DisruptionMask(params, masked) if getattr(cfg, "mask", "") == "disruption" else None
     step0, history = load_state(state_path, params, optimizer, mask) if state_path else (0, [])
-    model.train()
-    good, guard = _snapshot(params), _Guard(explode_key, history)
-    stopped, kept = None, step0
-    for step in range(step0, cfg.steps):
-        terms = step_terms(step)
-        loss = sum(weights[k] * v for k, v in terms.items())
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        stopped = guard.before_step(step, float(loss.detach()), values)
+    with _training(model, getattr(cfg, "gradient_checkpointing", False)):
+        good, guard = _snapshot(params), _Guard(explode_key, history)
+        stopped, kept = None, step0
+        for step in range(step0, cfg.steps):
+            terms = step_terms(step)
+            loss = sum(weights[k] * v for k, v in terms.items())
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            stopped = guard.before_step(step, float(loss.detach()), values)
+            if stopped:
+                kept = max(step - 1, step0)  # theta_step is broken: back to the weights before
+                break
+            good = _snapshot(params)
+            optimizer.zero_grad(set_to_none=True)
+            values |= _gradients(cfg, mask, params, step_terms, terms, weights, step, loss, sharp)
+            norm, stopped = _clip_and_step(params, optimizer, cfg.max_grad_norm, step)
+            if stopped:
+                kept = step
+                break
+            entry = {"step": step + 1, "loss": float(loss.detach()), **values, "grad_norm": norm}
+            history.append(entry)
+            if on_step:
+                on_step(step + 1, entry)
+            if bounded and converged(history, cfg):
+                break
+            if state_path and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                save_state(
+                    state_path, step + 1, params, optimizer, history, mask and mask.tensors()
+                )
         if stopped:
-            kept = max(step - 1, step0)  # theta_step is broken: back to the weights before
-            break
-        good = _snapshot(params)
-        optimizer.zero_grad(set_to_none=True)
-        values |= _gradients(cfg, mask, params, step_terms, terms, weights, step, loss, sharp)
-        norm, stopped = _clip_and_step(params, optimizer, cfg.max_grad_norm, step)
-        if stopped:
-            kept = step
-            break
-        entry = {"step": step + 1, "loss": float(loss.detach()), **values, "grad_norm": norm}
-        history.append(entry)
-        if on_step:
-            on_step(step + 1, entry)
-        if bounded and converged(history, cfg):
-            break
-        if state_path and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            save_state(state_path, step + 1, params, optimizer, history, mask and mask.tensors())
-    if stopped:
-        # Back to the last weights whose loss was finite and in bounds (the first weights of
-        # this attempt when a resumed run fails at once).
-        _restore(params, good)
-        history = history[: max(kept, 0)]
-    model.eval()
+            # Back to the last weights whose loss was finite and in bounds (the first weights of
+            # this attempt when a resumed run fails at once).
+            _restore(params, good)
+            history = history[: max(kept, 0)]
     return TrainResult(len(history), stopped, history, time.perf_counter() - start, step0)
