@@ -79,11 +79,14 @@ def check_prompt_lengths(
 def _sampling(model: Any, temperature: float, top_p: float) -> dict[str, Any]:
     """generate()'s sampling options: greedy at temperature 0; top-p through the processor
     that gives transformers' scores without sorting the vocabulary, unless the model's own
-    generation config adds top-k (which transformers applies before top-p)."""
+    generation config adds top-k (which transformers applies before top-p). On a GPU,
+    transformers' own top-p: sorting there is cheap, and the processor's widening loop would
+    wait on the device at every token."""
     if temperature <= 0:
         return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     config_top_k = getattr(getattr(model, "generation_config", None), "top_k", None)
-    if top_p >= 1.0 or config_top_k:
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if top_p >= 1.0 or config_top_k or not on_cpu:
         return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
     return {
         "do_sample": True,

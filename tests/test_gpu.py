@@ -97,3 +97,12 @@ def test_generate_runs_on_the_gpu_asked_for(tiny_folder):
     )
     assert out.returncode == 0, out.stderr
     assert "cuda" in out.stdout, out.stdout
+
+
+def test_sampling_on_the_gpu_uses_transformers_top_p(tokenizer):
+    """No processor that waits on the device at every token."""
+    from reveal_release.generation import _sampling
+
+    model = tiny_llama(tokenizer).cuda()
+    assert "logits_processor" not in _sampling(model, 0.8, 0.95)
+    assert _sampling(model, 0.8, 0.95)["top_p"] == 0.95
