@@ -411,3 +411,16 @@ def test_the_retain_guard_works_with_the_views_split_into_passes(fitted, tiny_mo
         tmp_path / "adapter",
     )  # fmt: skip
     assert history[0]["step_kept"] in (1.0, 0.5, 0.25, 0.125, 0.0625)
+
+
+def test_subnormals_are_flushed_only_while_sketches_are_taken():
+    """no_denormals: a subnormal float becomes zero inside the block and stays one outside."""
+    from reveal_release.r2f.sketch import no_denormals
+
+    if not torch.set_flush_denormal(False):  # the CPU cannot flush them (not x86 with SSE3)
+        pytest.skip("this CPU does not flush subnormals")
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    assert float(tiny * 1.0) != 0.0
+    with no_denormals():
+        assert float(tiny * 1.0) == 0.0
+    assert float(tiny * 1.0) != 0.0
