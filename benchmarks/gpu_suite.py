@@ -132,6 +132,7 @@ def release_round(inputs: Path, out: Path, p: dict) -> dict:
     round on it in this process; the round's time by stage and its figures."""
     from r2f_update_cost import build
 
+    from reveal_release.models import folder_fingerprint
     from reveal_release.release.command import release_command
     from reveal_release.release.config import ReleaseConfig
     from reveal_release.runs import RunDir
@@ -142,8 +143,6 @@ def release_round(inputs: Path, out: Path, p: dict) -> dict:
     model.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
     del model
-    from reveal_release.models import folder_fingerprint
-
     run = out / "run"
     rd = RunDir.open(run, {"model": folder_fingerprint(folder), "target": "code"})
     with rd.stage("reveal", {"model": str(folder), "target": "code", "backend": "hf"}) as st:

@@ -76,7 +76,7 @@ class Setting:
 
 def update_bytes(shape: Shape, method: str, s: Setting) -> dict[str, float]:
     """Bytes per device of one update, by part (and their total)."""
-    p, n = shape.params(), s.devices
+    p, n, inputs = shape.params(), s.devices, 0
     if method == "full":
         state = {"weights": s.elem * p, "gradients": s.elem * p}
         state["optimiser"] = (12 if s.elem == 2 else 8) * p  # fp32 master (bf16 only) + moments

@@ -204,9 +204,9 @@ def run_steps(
     start = time.perf_counter()
     params = trainable(model)
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0)
-    mask = DisruptionMask(params, masked) if getattr(cfg, "mask", "") == "disruption" else None
+    mask = DisruptionMask(params, masked) if cfg.mask == "disruption" else None
     step0, history = load_state(state_path, params, optimizer, mask) if state_path else (0, [])
-    with _training(model, getattr(cfg, "gradient_checkpointing", False)):
+    with _training(model, cfg.gradient_checkpointing):
         good, guard = _snapshot(params), _Guard(explode_key, history)
         stopped, kept = None, step0
         for step in range(step0, cfg.steps):
