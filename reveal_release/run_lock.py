@@ -15,6 +15,7 @@ import os
 import shlex
 import socket
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,17 @@ def _read_holder(fd: int) -> dict[str, Any]:
         return {}
 
 
+def _wait_for_holder(fd: int, seconds: float = 2.0) -> dict[str, Any]:
+    """The holder of a lock just found taken: it locks first and names itself next, so a reader
+    that comes between the two waits (up to `seconds`) for the name to be written."""
+    deadline = time.monotonic() + seconds
+    holder = _read_holder(fd)
+    while not holder.get("pid") and time.monotonic() < deadline:
+        time.sleep(0.02)
+        holder = _read_holder(fd)
+    return holder
+
+
 def lock_run(root: Path) -> str | None:
     """Lock the run folder `root` for this process (again: no-op); a one-line RRError naming the
     holder when another process has it. Returns a note when a stale lock was taken over."""
@@ -69,7 +81,7 @@ def lock_run(root: Path) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = _read_holder(fd)
+        holder = _wait_for_holder(fd)
         os.close(fd)
         raise RRError(
             f"run folder {root} is in use by {_describe(holder)}: wait for it to finish, "
