@@ -128,10 +128,24 @@ def release(
     preset: PresetOpt = "default",
     trust_remote_code: TrustOpt = False,
     device: DeviceOpt = "auto",
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train over N processes (one per GPU; data-parallel through Accelerate); the "
+            "first reveals, measures and writes.",
+        ),
+    ] = 1,
     explicit: frozenset[str] = frozenset(),
 ) -> None:
     """Unlearn what Reveal found, round after round; write DIR/round-K/ and DIR/model/."""
+    from reveal_release.parallel import launched_world
     from reveal_release.release.command import release_command
+
+    if processes > 1 and launched_world() == 1:
+        from reveal_release.launch import relaunch
+
+        raise SystemExit(relaunch(processes, sys.argv[1:]))
 
     release_command(
         run=run, cfg=cfg, backend=backend, trust_remote_code=trust_remote_code, device=device,
@@ -301,11 +315,26 @@ def _interrupted() -> NoReturn:
     os._exit(130)
 
 
+def _check_launch(argv: list[str]) -> None:
+    """Under a launcher of several processes only `rr release` runs (it trains data-parallel);
+    any other command would run once per process on the same run folder."""
+    from reveal_release.parallel import launched_world
+
+    world = launched_world()
+    if world > 1 and argv[1:2] != ["release"]:
+        what = f"rr {argv[1]}" if len(argv) > 1 else "rr"
+        raise RRError(
+            f"{what} runs in one process, and a launcher started {world} (WORLD_SIZE): only "
+            "`rr release` trains over several; run this command without accelerate launch"
+        )
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2, an
     interrupt a line saying what is kept and how to resume, and exit code 130."""
     signal.signal(signal.SIGINT, _on_sigint)
     try:
+        _check_launch(sys.argv)
         code = app(standalone_mode=False)
     except RRError as exc:
         raise _error(str(exc), exc.exit_code) from None

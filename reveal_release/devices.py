@@ -20,10 +20,15 @@ def check_device_name(device: str) -> str:
 
 def pick_device(device: str = "auto") -> str:
     """'auto': CUDA when torch sees a GPU, else the CPU. 'cuda' and 'cuda:N' must name a GPU
-    torch sees here."""
+    torch sees here. Under a launcher of several processes 'auto' and 'cuda' are each
+    process's own GPU (cuda:LOCAL_RANK)."""
     import torch
 
+    from reveal_release.parallel import launched_world, local_rank
+
     name = check_device_name(device)
+    if name in ("auto", "cuda") and launched_world() > 1 and torch.cuda.is_available():
+        name = f"cuda:{local_rank()}"
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":

@@ -20,7 +20,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reveal_release"
 # Top to bottom: each part may import only parts further down this list.
 ORDER = (
     "__main__",
+    "launched",
     "cli",
+    "launch",
     "cli_options",
     "model_checks",
     "pipeline",
@@ -40,6 +42,7 @@ ORDER = (
     "embedded_models",
     "model_cache",
     "devices",
+    "parallel",
     "runs",
     "run_lock",
     "run_files",

@@ -91,7 +91,39 @@ def _reopen(rd: RunDir, cfg: ReleaseConfig) -> None:
         rd.reopen("release")  # more rounds asked for than the finished run had: go on
 
 
-def release_command(
+def _follow(run: Path, device: str, trust_remote_code: bool) -> None:
+    """A process of a launch other than the main one: train beside it, write nothing."""
+    from reveal_release.release.followers import follow
+
+    def load() -> Any:
+        from reveal_release.models import load_model
+
+        model = RunDir.load(run).reveal_config()["model"]
+        return load_model(model, device=device, trust_remote_code=trust_remote_code)
+
+    follow(load)
+
+
+def release_command(**kw: Any) -> None:
+    """Everything `rr release` does; under a launcher of several processes the main process
+    does it and the others train beside it (reveal_release.release.followers)."""
+    from reveal_release.parallel import launched_world
+
+    if launched_world() == 1:
+        return _release(**kw)
+    from reveal_release.parallel import processes
+    from reveal_release.release.followers import Followers
+
+    sync = processes()
+    if not sync.main:
+        return _follow(kw["run"], kw.get("device", "auto"), kw["trust_remote_code"])
+    try:
+        _release(**kw)
+    finally:
+        Followers(sync).stop()
+
+
+def _release(
     *,
     run: Path,
     cfg: ReleaseConfig,
@@ -102,8 +134,8 @@ def release_command(
     preset: str = "default",
     clock: StageClock | None = None,
 ) -> None:
-    """Everything `rr release` does, cheapest checks first (a busy run is refused before the
-    model libraries load)."""
+    """`rr release` in its main process, cheapest checks first (a busy run is refused before
+    the model libraries load)."""
     own_clock = clock is None
     clock = clock or StageClock()
     _check_options(cfg, backend)
@@ -111,6 +143,7 @@ def release_command(
     rd = RunDir.load(run, lock=True)
     from reveal_release.console import console, progress, say
     from reveal_release.models import load_model
+    from reveal_release.release.followers import check_processes
     from reveal_release.release.rounds import check_inputs, run_release
     from reveal_release.release.summary import print_summary
     from reveal_release.targets.spec import load_target
@@ -118,6 +151,7 @@ def release_command(
     reveal_cfg = rd.reveal_config()
     spec = load_target(reveal_cfg["target"])
     cfg = _settings(cfg, spec, preset, explicit, backend)
+    check_processes(cfg)
     check_inputs(rd, spec, cfg)
     _reopen(rd, cfg)
     settings = {k: v for k, v in cfg.to_json().items() if k != "rounds"}

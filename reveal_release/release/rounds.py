@@ -16,6 +16,7 @@ from reveal_release.errors import RRError
 from reveal_release.metrics.model_figures import FigureStore
 from reveal_release.models import LoadedModel
 from reveal_release.release.config import ReleaseConfig
+from reveal_release.release.followers import Followers
 from reveal_release.release.measure import measure, measure_quantized, ratios
 from reveal_release.release.updates import UPDATES, RoundInputs
 from reveal_release.run_files import MODEL_MARKER, TRAIN_RESULT
@@ -191,6 +192,8 @@ class Rounds:
         self.store = FigureStore(spec, spec.probes(cfg.probe_limit))
         self.version = 0  # bumped at every change of M_k's weights
         self.measured_version = -1  # the version the last figures were measured on
+        self.merged: dict[int, tuple[str, float]] = {}  # round -> (its adapter, fraction kept)
+        self.followers = Followers()  # the other processes of a launch, if any
 
     def phase(self, k: int, what: str) -> None:
         """Tell the reporter what round k is doing."""
@@ -348,17 +351,13 @@ class Rounds:
         if (folder / "adapter").exists() and saved:
             result = TrainResult(**{f.name: saved[f.name] for f in dataclasses.fields(TrainResult)})
         else:
-            result = self.update(
-                RoundInputs(
-                    model=self.current.model, tokenizer=self.current.tokenizer, forget=forget,
-                    retain=self.retain, earlier_a=self.earlier_a, cfg=cfg, round_=k,
-                    workdir=folder,
-                    on_step=lambda step, entry: self.report(
-                        "train", round=k, total=cfg.steps, **entry
-                    ),
-                ),
-                folder / "adapter",
+            inputs = RoundInputs(
+                model=self.current.model, tokenizer=self.current.tokenizer, forget=forget,
+                retain=self.retain, earlier_a=self.earlier_a, cfg=cfg, round_=k, workdir=folder,
+                on_step=lambda step, entry: self.report("train", round=k, total=cfg.steps, **entry),
             )  # fmt: skip
+            self.followers.train(inputs, list(self.merged.values()))
+            result = self.update(inputs, folder / "adapter")
         self.run.write_json(f"{round_dir(k)}/train-result.json", dataclasses.asdict(result))
         remove_state(folder / "train-state")
         return result
@@ -371,6 +370,7 @@ class Rounds:
         self.current = dataclasses.replace(self.current, model=model)
         self.rounded = None
         self.version += 1
+        self.merged[k] = (str(adapter), 1.0)
         self.rescale(k, 1.0, fraction)
         self.earlier_a.append(load_a_matrices(adapter))
 
@@ -379,6 +379,7 @@ class Rounds:
         if now != was:
             adapter = self.run.path(round_dir(k), "adapter")
             add_update(self.current.model, adapter, self.cfg.scaling, now - was)
+            self.merged[k] = (str(adapter), now)
             self.rounded = None
             self.version += 1
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reveal_release.parallel import Processes
 from reveal_release.train.checkpoint import load_state, save_state
 from reveal_release.train.config import OptimConfig
 from reveal_release.train.disruption import DisruptionMask
@@ -108,9 +109,11 @@ def sam_gradients(
     step: int,
     rho: float,
     sharp: tuple[str, ...],
+    sync: Processes | None = None,
 ) -> None:
     """Accumulate into .grad: the `sharp` terms' gradient at theta + rho g/|g| (SAM, Foret et
-    al. 2021, applied to the forget loss as Fan et al. 2025 do) and the others' at theta."""
+    al. 2021, applied to the forget loss as Fan et al. 2025 do) and the others' at theta.
+    With several processes g is their mean, so every process perturbs the same way."""
     import torch
 
     plist = list(params.values())
@@ -119,6 +122,7 @@ def sam_gradients(
         sum(rest).backward()
     flat = sum(weights[k] * v for k, v in terms.items() if k in sharp)
     grads = torch.autograd.grad(flat, plist, allow_unused=True)
+    grads = (sync or Processes()).mean_list(grads)
     norm = torch.sqrt(sum((g**2).sum() for g in grads if g is not None)).clamp(min=1e-12)
     saved = [p.detach().clone() for p in plist]
     with torch.no_grad():
@@ -168,16 +172,49 @@ def _gradients(
     step: int,
     loss: Any,
     sharp: tuple[str, ...],
+    sync: Processes,
 ) -> dict[str, float]:
-    """Set .grad by the configured rule (SAM, disruption mask, or plain); what it logs."""
+    """Set .grad by the configured rule (SAM, disruption mask, or plain), averaged over the
+    processes when there are several; what it logs."""
+    logged = {}
     if cfg.sam_rho > 0:
-        sam_gradients(params, step_terms, terms, weights, step, cfg.sam_rho, sharp)
+        sam_gradients(params, step_terms, terms, weights, step, cfg.sam_rho, sharp, sync)
     elif mask is not None:
         mask.gradients(params, terms, weights)
-        return {"mask_kept": mask.kept}
+        logged = {"mask_kept": mask.kept}
     else:
         loss.backward()
-    return {}
+    sync.mean_grads(params.values())
+    return logged
+
+
+def _figures(
+    terms: Mapping[str, Any], weights: Mapping[str, float], sync: Processes
+) -> tuple[Any, float, dict[str, float]]:
+    """The step's summed loss (a tensor), its value and each term's, as the processes' mean."""
+    loss = sum(weights[k] * v for k, v in terms.items())
+    values = {k: float(v.detach()) for k, v in terms.items()}
+    values = sync.mean_values({**values, "loss": float(loss.detach())})
+    return loss, values.pop("loss"), values
+
+
+def _at_checkpoint(done: int, cfg: OptimConfig) -> bool:
+    """Whether the training state is saved after `done` steps (not after the last one)."""
+    return done % cfg.checkpoint_every == 0 and done < cfg.steps
+
+
+def _start(
+    model: Any, cfg: OptimConfig, masked: tuple[str, ...], state_path: Path | None
+) -> tuple[dict[str, Any], Any, DisruptionMask | None, int, list[dict]]:
+    """The trainable parameters, AdamW, the gradient rule's mask, and the step and history to
+    go on from (a saved state's, or 0 and [])."""
+    import torch
+
+    params = trainable(model)
+    optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0)
+    mask = DisruptionMask(params, masked) if cfg.mask == "disruption" else None
+    step0, history = load_state(state_path, params, optimizer, mask) if state_path else (0, [])
+    return params, optimizer, mask, step0, history
 
 
 def run_steps(
@@ -192,45 +229,45 @@ def run_steps(
     explode_key: str = "retain",
     sharp: tuple[str, ...] = ("forget",),
     masked: tuple[str, ...] = (),
+    sync: Processes | None = None,
 ) -> TrainResult:
     """cfg.steps AdamW steps on the model's trainable parameters; resumable from state_path.
 
     With cfg.sam_rho > 0 the `sharp` terms' gradients are taken SAM's way (sam_gradients);
     step_terms must then accept `only=` (the terms to compute). With cfg.mask "disruption" the
     `masked` terms' gradients pass only where they agree with retaining (DisruptionMask).
+    With `sync` of several processes, each step's gradients and logged losses are their mean
+    (each process computes its shard of the batch) and only the main process saves state.
     """
-    import torch
-
+    sync = sync or Processes()
     start = time.perf_counter()
-    params = trainable(model)
-    optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0)
-    mask = DisruptionMask(params, masked) if cfg.mask == "disruption" else None
-    step0, history = load_state(state_path, params, optimizer, mask) if state_path else (0, [])
+    params, optimizer, mask, step0, history = _start(model, cfg, masked, state_path)
     with _training(model, cfg.gradient_checkpointing):
         good, guard = _snapshot(params), _Guard(explode_key, history)
         stopped, kept = None, step0
         for step in range(step0, cfg.steps):
             terms = step_terms(step)
-            loss = sum(weights[k] * v for k, v in terms.items())
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            stopped = guard.before_step(step, float(loss.detach()), values)
+            loss, total, values = _figures(terms, weights, sync)
+            stopped = guard.before_step(step, total, values)
             if stopped:
                 kept = max(step - 1, step0)  # theta_step is broken: back to the weights before
                 break
             good = _snapshot(params)
             optimizer.zero_grad(set_to_none=True)
-            values |= _gradients(cfg, mask, params, step_terms, terms, weights, step, loss, sharp)
+            values |= _gradients(
+                cfg, mask, params, step_terms, terms, weights, step, loss, sharp, sync
+            )
             norm, stopped = _clip_and_step(params, optimizer, cfg.max_grad_norm, step)
             if stopped:
                 kept = step
                 break
-            entry = {"step": step + 1, "loss": float(loss.detach()), **values, "grad_norm": norm}
+            entry = {"step": step + 1, "loss": total, **values, "grad_norm": norm}
             history.append(entry)
             if on_step:
                 on_step(step + 1, entry)
             if bounded and converged(history, cfg):
                 break
-            if state_path and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            if state_path and sync.main and _at_checkpoint(step + 1, cfg):
                 save_state(
                     state_path, step + 1, params, optimizer, history, mask and mask.tensors()
                 )

@@ -8,6 +8,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from reveal_release.errors import RRError
+from reveal_release.parallel import Processes
 from reveal_release.train.adversary import ATTACKER_LORA, RelearnAdversary
 from reveal_release.train.config import ObjectiveConfig, OptimConfig
 from reveal_release.train.data import (
@@ -30,7 +31,8 @@ class UnlearnObjective:
 
     With `cfg.qat` it adds the same terms on the fake-quantised merged weights ("forget_q",
     "retain_q"), one scheme per step in turn; references are computed once, adapter off, in
-    full precision, and serve both.
+    full precision, and serve both. With `sync` of several processes each takes its shard of
+    every step's batch (the batch is the same function of the step on every process).
     """
 
     def __init__(
@@ -42,8 +44,10 @@ class UnlearnObjective:
         cfg: ObjectiveConfig,
         optim: OptimConfig,
         seeds: tuple[int, int],
+        sync: Processes | None = None,
     ):
         self.model, self.cfg, self.batch_size = peft_model, cfg, optim.batch_size
+        self.sync = sync or Processes()
         self.forget_seed, self.retain_seed = seeds
         self.forget_loss = FORGET_LOSSES.get(cfg.loss)()
         self.retain_loss = RETAIN_LOSSES.get(cfg.retain_loss)()
@@ -104,7 +108,7 @@ class UnlearnObjective:
         return step % self.cfg.tamper_every == 0
 
     def _batch(self, examples: Sequence[Example], seed: int, step: int) -> tuple[list, dict]:
-        idx = batch_indices(len(examples), self.batch_size, seed, step)
+        idx = self.sync.shard(batch_indices(len(examples), self.batch_size, seed, step))
         return idx, collate([examples[i] for i in idx], self.pad, self.model.device)
 
     def _chosen(self, tokenizer: Any, rows: Sequence[dict], max_length: int) -> list | None:

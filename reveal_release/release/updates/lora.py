@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from reveal_release.atomic import atomic_dir
+from reveal_release.parallel import processes
 from reveal_release.release.orth import l2_penalty, orth_penalty
 from reveal_release.release.updates.base import UPDATES, RoundInputs
 from reveal_release.train import seeds
@@ -27,9 +28,11 @@ def train_module(
     state_path: Path | None = None,
     on_step: OnStep | None = None,
 ) -> TrainResult:
-    """cfg.steps AdamW steps on round k's attached module; stops early, restored, on a bad loss."""
+    """cfg.steps AdamW steps on round k's attached module; stops early, restored, on a bad loss.
+    Under a launcher of several processes each trains on its shard of every batch."""
     stream = (seeds.batch_stream(cfg.seed, round_), seeds.batch_stream(cfg.seed, round_, "retain"))
-    objective = UnlearnObjective(peft_model, tokenizer, forget, retain, cfg, cfg, stream)
+    sync = processes()
+    objective = UnlearnObjective(peft_model, tokenizer, forget, retain, cfg, cfg, stream, sync)
     params = trainable(peft_model)
 
     def terms(step: int, only: tuple[str, ...] | None = None) -> dict:
@@ -47,13 +50,14 @@ def train_module(
         peft_model, terms, weights, cfg, state_path=state_path, on_step=on_step,
         bounded=objective.forget_loss.bounded, sharp=objective.forget_keys,
         masked=(*objective.forget_keys, "forget_t"),
-        explode_key=objective.explode_key,
+        explode_key=objective.explode_key, sync=sync,
     )  # fmt: skip
 
 
 @UPDATES.register("lora")
 def lora_update(inp: RoundInputs, adapter_dir: Path) -> TrainResult:
-    """Train round k's module and save it unmerged; M_{k-1} comes back unchanged."""
+    """Train round k's module and save it unmerged (the main process; the others train beside
+    it); M_{k-1} comes back unchanged."""
     cfg = inp.cfg
     peft_model = attach_lora(inp.model, cfg, seed=seeds.lora_init(cfg.seed, inp.round_))
     try:
@@ -61,8 +65,9 @@ def lora_update(inp: RoundInputs, adapter_dir: Path) -> TrainResult:
             peft_model, inp.tokenizer, inp.forget, inp.retain, inp.earlier_a, cfg, inp.round_,
             state_path=inp.workdir / "train-state", on_step=inp.on_step,
         )  # fmt: skip
-        with atomic_dir(adapter_dir) as tmp:
-            save_adapter(peft_model, tmp)
+        if processes().main:
+            with atomic_dir(adapter_dir) as tmp:
+                save_adapter(peft_model, tmp)
     finally:
         peft_model.unload()  # the loop merges from adapter_dir
     return result

@@ -1,0 +1,166 @@
+"""`rr release --processes 2` (torch.distributed.run, Accelerate on gloo) on the tiny model: the
+same release as one process with the same global batch, resumable after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from helpers import REPO, copy_run, run_rr, stage_status, weights
+
+from reveal_release.parallel import Processes
+
+# One round, 8 steps of a global batch of 4 (2 per process under two processes).
+ARGS = ["--rounds", "1", "--steps", "8", "--probes", "3", "--qa", "4", "--batch-size", "4"]
+# How far the two-process release may sit from the one-process one, relative to the size of
+# the update (measured: see test_two_processes_train_the_release_one_process_trains). The
+# retain loss is a mean over tokens, and each process averages over its own tokens, so the
+# two gradients differ where the two halves of a batch have different answer lengths.
+RELATIVE_TOLERANCE = 0.05
+
+
+def launch(*args: str, **kw) -> subprocess.Popen:
+    """The real `rr ARGS --processes 2` (its own process group: rr, the launcher, both ranks)."""
+    cmd = [sys.executable, "-m", "reveal_release", *args, "--processes", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, text=True, **kw)
+
+
+def launched(*args: str) -> subprocess.CompletedProcess:
+    """Run `rr` under the launcher and wait for it."""
+    proc = launch(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=900)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def update_gap(a: dict, b: dict, base: dict) -> float:
+    """max over tensors of |a - b| / |a - base| (Frobenius norms; tensors the release changed)."""
+    gaps = []
+    for name, w in a.items():
+        moved = float((w.float() - base[name].float()).norm())
+        if moved > 0:
+            gaps.append(float((w.float() - b[name].float()).norm()) / moved)
+    assert gaps, "the release changed no weight"
+    return max(gaps)
+
+
+def test_a_shard_is_every_world_th_example_from_the_rank():
+    idx = [7, 3, 9, 1, 4, 0]
+    assert Processes(0, 2).shard(idx) == [7, 9, 4]
+    assert Processes(1, 2).shard(idx) == [3, 1, 0]
+    assert Processes().shard(idx) == idx
+
+
+def _forget_grads(tiny_model, sync: Processes) -> list:
+    """The NPO term's gradient on the LoRA factors at step 3, on this process's shard."""
+    import copy
+
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.train.lora import attach_lora, trainable
+    from reveal_release.train.objective import UnlearnObjective
+
+    rows = [
+        {"prompt": f"Write function number {i}.", "response": "def f(x):" + " return x" * (i + 1)}
+        for i in range(6)
+    ]
+    cfg = ReleaseConfig(rank=4, alpha=8, batch_size=4, beta=0.5)
+    peft = attach_lora(copy.deepcopy(tiny_model.model), cfg, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # B != 0, so the NPO term has a gradient
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    objective = UnlearnObjective(peft, tiny_model.tokenizer, rows, [], cfg, cfg, (3, 4), sync)
+    objective.terms(3)["forget"].backward()
+    return [p.grad.clone() for p in trainable(peft).values()]
+
+
+def test_each_process_takes_half_the_batch_and_the_mean_is_the_whole_batchs_gradient(tiny_model):
+    whole = _forget_grads(tiny_model, Processes())
+    first, second = (
+        _forget_grads(tiny_model, Processes(0, 2)),
+        _forget_grads(tiny_model, Processes(1, 2)),
+    )
+    assert not torch.allclose(first[0], whole[0])  # each process saw a different half
+    for w, a, b in zip(whole, first, second, strict=True):
+        assert torch.allclose((a + b) / 2, w, atol=1e-6)
+
+
+# SAM's perturbation is along the processes' mean gradient, so it too matches one process.
+@pytest.mark.parametrize("extra", [[], ["--sam-rho", "0.05"]], ids=["plain", "sam"])
+def test_two_processes_train_the_release_one_process_trains(revealed, tiny_folder, tmp_path, extra):
+    one = copy_run(revealed, tmp_path, "one")
+    two = copy_run(revealed, tmp_path, "two")
+    out = run_rr("release", "--run", str(one), *ARGS, *extra)
+    assert out.returncode == 0, out.stderr
+    res = launched("release", "--run", str(two), *ARGS, *extra)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("before / after") == 1  # the main process alone talks
+    assert "2 processes: this one reveals, measures and writes" in res.stderr
+    base = weights(tiny_folder)
+    gap = update_gap(weights(one / "model"), weights(two / "model"), base)
+    print(f"two-process release vs one process: {gap:.4f} of the update")
+    assert gap < RELATIVE_TOLERANCE
+    # The losses each process logged are the mean over both: the same history as one process.
+    h1 = json.loads((one / "round-1" / "train-result.json").read_text())["history"]
+    h2 = json.loads((two / "round-1" / "train-result.json").read_text())["history"]
+    assert len(h1) == len(h2) == 8
+    assert h2[0]["forget"] == pytest.approx(h1[0]["forget"], rel=1e-4)
+
+
+def test_a_killed_two_process_release_resumes(revealed, tmp_path):
+    args = [*ARGS, "--steps", "16", "--checkpoint-every", "2"]
+    whole = copy_run(revealed, tmp_path, "whole")
+    res = launched("release", "--run", str(whole), *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    run = copy_run(revealed, tmp_path, "killed")
+    proc = launch("release", "--run", str(run), *args, stdout=subprocess.DEVNULL,
+                  stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 600
+    while not (run / "round-1" / "train-state.json").exists() and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    assert proc.poll() is None, "the release finished before the kill: make it longer"
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both processes, at once
+    proc.wait()
+    assert stage_status(run, "round-1") == "running"
+    res = launched("release", "--run", str(run), *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    resumed = json.loads((run / "round-1" / "train-result.json").read_text())
+    assert resumed["resumed_from"] > 0
+    got, want = weights(run / "model"), weights(whole / "model")
+    for name, w in want.items():
+        assert torch.allclose(got[name], w, atol=1e-5), name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "3"], "--batch-size 3 does not split over 2 processes"),
+        (["--mask", "disruption", "--retain-loss", "nll"], "--mask disruption trains in one"),
+    ],
+)
+def test_what_cannot_train_over_two_processes_is_refused_in_one_line(
+    revealed, tmp_path, args, message
+):
+    run = copy_run(revealed, tmp_path)
+    res = launched("release", "--run", str(run), "--rounds", "1", *args)
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr and "ChildFailedError" not in res.stderr
+    assert stage_status(run, "round-1") == ""  # nothing trained, nothing written
+
+
+def test_only_release_runs_under_a_launcher(revealed, tmp_path):
+    # What a launcher sets (WORLD_SIZE) on another command: refused before any work.
+    res = run_rr("eval", "--run", str(copy_run(revealed, tmp_path)), env={"WORLD_SIZE": "2"})
+    assert res.returncode == 2
+    assert "only `rr release` trains over several" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
