@@ -95,6 +95,14 @@ class Processes:
         t = self.accelerator.reduce(t.to(self.accelerator.device), reduction="mean").cpu()
         return {k: float(v) for k, v in zip(keys, t.tolist(), strict=True)}
 
+    def share(self, count: float) -> float:
+        """`count` over its mean across the processes (1 with one process): a process's
+        token-mean loss times its share is its part of the mean over all processes' tokens."""
+        if not self.several:
+            return 1.0
+        mean = self.mean_values({"n": float(count)})["n"]
+        return float(count) / mean if mean > 0 else 1.0
+
     def broadcast(self, obj: Any = None) -> Any:
         """The main process's `obj`, on every process."""
         if not self.several:

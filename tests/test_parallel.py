@@ -19,10 +19,20 @@ from reveal_release.parallel import Processes
 # One round, 8 steps of a global batch of 4 (2 per process under two processes).
 ARGS = ["--rounds", "1", "--steps", "8", "--probes", "3", "--qa", "4", "--batch-size", "4"]
 # How far the two-process release may sit from the one-process one, relative to the size of
-# the update (measured: see test_two_processes_train_the_release_one_process_trains). The
-# retain loss is a mean over tokens, and each process averages over its own tokens, so the
-# two gradients differ where the two halves of a batch have different answer lengths.
-RELATIVE_TOLERANCE = 0.05
+# the update: float rounding alone (the halves of a batch are padded to other widths). Measured
+# 4.9e-7 (plain) and 7.2e-7 (SAM); without the retain loss's token shares, 5e-4.
+RELATIVE_TOLERANCE = 1e-5
+
+
+def vary_lengths(run) -> None:
+    """Cut the run's answers to different lengths (the tiny model's all run to the token
+    limit), so that the halves of a batch hold different numbers of answer tokens."""
+    for name in ("forget", "retain"):
+        path = run / "reveal" / f"{name}.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for i, row in enumerate(rows):
+            row["response"] = row["response"][: 8 + 17 * (i % 5)]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def launch(*args: str, **kw) -> subprocess.Popen:
@@ -97,6 +107,8 @@ def test_each_process_takes_half_the_batch_and_the_mean_is_the_whole_batchs_grad
 def test_two_processes_train_the_release_one_process_trains(revealed, tiny_folder, tmp_path, extra):
     one = copy_run(revealed, tmp_path, "one")
     two = copy_run(revealed, tmp_path, "two")
+    vary_lengths(one)
+    vary_lengths(two)
     out = run_rr("release", "--run", str(one), *ARGS, *extra)
     assert out.returncode == 0, out.stderr
     res = launched("release", "--run", str(two), *ARGS, *extra)
@@ -105,7 +117,7 @@ def test_two_processes_train_the_release_one_process_trains(revealed, tiny_folde
     assert "2 processes: this one reveals, measures and writes" in res.stderr
     base = weights(tiny_folder)
     gap = update_gap(weights(one / "model"), weights(two / "model"), base)
-    print(f"two-process release vs one process: {gap:.4f} of the update")
+    print(f"two-process release vs one process: {gap:.2e} of the update")
     assert gap < RELATIVE_TOLERANCE
     # The losses each process logged are the mean over both: the same history as one process.
     h1 = json.loads((one / "round-1" / "train-result.json").read_text())["history"]

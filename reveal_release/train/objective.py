@@ -12,6 +12,7 @@ from reveal_release.parallel import Processes
 from reveal_release.train.adversary import ATTACKER_LORA, RelearnAdversary
 from reveal_release.train.config import ObjectiveConfig, OptimConfig
 from reveal_release.train.data import (
+    IGNORE,
     Example,
     batch_indices,
     collate,
@@ -162,11 +163,14 @@ class UnlearnObjective:
         if self.use_retain and want & {"retain", "retain_q"}:
             ridx, retain = self._batch(self.retain, self.retain_seed, step)
             ref = self.retain_ref.get(ridx, retain)
+            # The retain loss is a mean over answer tokens: with several processes each one's
+            # is weighted by its share of the tokens, so that their mean is the whole batch's.
+            share = self.sync.share(int((retain["labels"][:, 1:] != IGNORE).sum()))
         out = {}
         if "forget" in want:
             out["forget"] = self._forget(forget, idx)
         if retain is not None and "retain" in want:
-            out["retain"] = self.retain_loss(self.model, retain, self.cfg, ref)
+            out["retain"] = self.retain_loss(self.model, retain, self.cfg, ref) * share
         if "forget_t" in want and self.adversary is not None and self.attacks_at(step):
             out["forget_t"] = self._tampered(forget, idx, step)
         if self.cfg.qat and want & {"forget_q", "retain_q"}:
@@ -174,5 +178,5 @@ class UnlearnObjective:
                 if "forget_q" in want:
                     out["forget_q"] = self._forget(forget, idx)
                 if retain is not None and "retain_q" in want:
-                    out["retain_q"] = self.retain_loss(self.model, retain, self.cfg, ref)
+                    out["retain_q"] = self.retain_loss(self.model, retain, self.cfg, ref) * share
         return out
