@@ -145,7 +145,7 @@ def release(
     if processes > 1 and launched_world() == 1:
         from reveal_release.launch import relaunch
 
-        raise SystemExit(relaunch(processes, sys.argv[1:]))
+        raise SystemExit(relaunch(processes, sys.argv[1:], device))
 
     release_command(
         run=run, cfg=cfg, backend=backend, trust_remote_code=trust_remote_code, device=device,

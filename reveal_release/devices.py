@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from reveal_release.errors import RRError
@@ -27,7 +28,8 @@ def pick_device(device: str = "auto") -> str:
     from reveal_release.parallel import launched_world, local_rank
 
     name = check_device_name(device)
-    if name in ("auto", "cuda") and launched_world() > 1 and torch.cuda.is_available():
+    several = launched_world() > 1 and os.environ.get("ACCELERATE_USE_CPU") != "true"
+    if name in ("auto", "cuda") and several and torch.cuda.is_available():
         name = f"cuda:{local_rank()}"
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -25,9 +25,15 @@ STATUS_VAR = "RR_LAUNCH_STATUS"
 ENTRY = Path(__file__).with_name("launched.py")
 
 
-def launcher(n: int, gpus: int) -> list[str]:
-    """The command that starts n processes of ENTRY."""
-    if gpus:
+def launcher(n: int, gpus: int, device: str = "auto") -> list[str]:
+    """The command that starts n processes of ENTRY: one per GPU when there are GPUs and the
+    device is not the CPU."""
+    if device.startswith("cuda:"):
+        raise RRError(
+            f"--processes {n} takes one GPU per process: give --device auto or cuda, not "
+            f"{device} (choose the GPUs with CUDA_VISIBLE_DEVICES)"
+        )
+    if gpus and device != "cpu":
         if n > gpus:
             raise RRError(f"--processes {n}: torch sees {gpus} GPU(s) here; give at most {gpus}")
         return [
@@ -41,7 +47,7 @@ def launcher(n: int, gpus: int) -> list[str]:
     ]  # fmt: skip
 
 
-def relaunch(n: int, argv: Sequence[str]) -> int:
+def relaunch(n: int, argv: Sequence[str], device: str = "auto") -> int:
     """Run `rr` (argv; each process sees it was launched and runs its part) in n processes;
     the main process's exit code (the launcher's if the main process left none)."""
     import tempfile
@@ -49,11 +55,12 @@ def relaunch(n: int, argv: Sequence[str]) -> int:
     import torch
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    cmd = launcher(n, gpus)
+    cmd = launcher(n, gpus, device)
     with tempfile.TemporaryDirectory(prefix="rr-launch-") as tmp:
         status = Path(tmp) / "status"
         env = {**os.environ, ARGV_VAR: json.dumps(list(argv)), STATUS_VAR: str(status)}
-        if not gpus:
+        if not gpus or device == "cpu":
+            env["ACCELERATE_USE_CPU"] = "true"  # gloo, even where torch sees a GPU
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or n) // n)))
         code = subprocess.call(cmd, env=env)
         if status.is_file():

@@ -128,7 +128,7 @@ def processes() -> Processes:
             from accelerate import Accelerator
             from accelerate.utils import InitProcessGroupKwargs
 
-            acc = Accelerator(
+            acc = Accelerator(  # ACCELERATE_USE_CPU (rr release --device cpu) wins
                 cpu=not torch.cuda.is_available(),
                 kwargs_handlers=[InitProcessGroupKwargs(timeout=WAIT)],
             )

@@ -14,10 +14,16 @@ import pytest
 import torch
 from helpers import REPO, copy_run, run_rr, stage_status, weights
 
+from reveal_release.errors import RRError
+from reveal_release.launch import launcher
 from reveal_release.parallel import Processes
 
 # One round, 8 steps of a global batch of 4 (2 per process under two processes).
-ARGS = ["--rounds", "1", "--steps", "8", "--probes", "3", "--qa", "4", "--batch-size", "4"]
+# On the CPU everywhere (gloo), so a one-GPU machine runs these too; the GPU launch is below.
+ARGS = [
+    "--rounds", "1", "--steps", "8", "--probes", "3", "--qa", "4", "--batch-size", "4",
+    "--device", "cpu",
+]  # fmt: skip
 # How far the two-process release may sit from the one-process one, relative to the size of
 # the update: float rounding alone (the halves of a batch are padded to other widths). Measured
 # 4.9e-7 (plain) and 7.2e-7 (SAM); without the retain loss's token shares, 5e-4.
@@ -163,7 +169,7 @@ def test_what_cannot_train_over_two_processes_is_refused_in_one_line(
     revealed, tmp_path, args, message
 ):
     run = copy_run(revealed, tmp_path)
-    res = launched("release", "--run", str(run), "--rounds", "1", *args)
+    res = launched("release", "--run", str(run), "--rounds", "1", "--device", "cpu", *args)
     assert res.returncode == 2
     assert message in res.stderr
     assert "Traceback" not in res.stderr and "ChildFailedError" not in res.stderr
@@ -176,3 +182,29 @@ def test_only_release_runs_under_a_launcher(revealed, tmp_path):
     assert res.returncode == 2
     assert "only `rr release` trains over several" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_the_launcher_is_accelerates_on_gpus_and_torchrun_on_the_cpu():
+    gpu = launcher(2, gpus=2)
+    assert gpu[1:4] == ["-m", "accelerate.commands.launch", "--multi_gpu"]
+    assert "--num_processes=2" in gpu
+    cpu = launcher(2, gpus=0)
+    assert cpu[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=2" in cpu
+    assert launcher(2, gpus=2, device="cpu")[1:3] == ["-m", "torch.distributed.run"]
+    with pytest.raises(RRError, match="torch sees 2 GPU"):
+        launcher(3, gpus=2)
+    with pytest.raises(RRError, match="one GPU per process"):
+        launcher(2, gpus=2, device="cuda:1")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_two_gpus_train_the_release_one_gpu_trains(revealed, tiny_folder, tmp_path):
+    args = [a for a in ARGS if a not in ("--device", "cpu")]
+    one = copy_run(revealed, tmp_path, "one")
+    two = copy_run(revealed, tmp_path, "two")
+    assert run_rr("release", "--run", str(one), *args).returncode == 0
+    res = launched("release", "--run", str(two), *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # bf16 weights on CUDA: the two runs' kernels round differently, so a looser bound.
+    assert update_gap(weights(one / "model"), weights(two / "model"), weights(tiny_folder)) < 0.05
