@@ -16,10 +16,9 @@ import argparse
 import json
 import shlex
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from release_variants import release as release_in_copy  # a sibling script
 
 from reveal_release.console import table
 
@@ -29,17 +28,7 @@ FIGURES = ("heldout_reveal_rate", "quant_reveal_rate", "retain_ratio", "ppl_rati
 def release(reveal: Path, folder: Path, args: list[str]) -> float:
     """`rr release` in a fresh copy of the revealed run; wall seconds."""
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(reveal, folder, ignore=shutil.ignore_patterns("round-*", "model", "release"))
-    manifest = json.loads((folder / "run.json").read_text())
-    manifest["stages"] = {"reveal": manifest["stages"]["reveal"]}
-    (folder / "run.json").write_text(json.dumps(manifest, indent=1))
-    cmd = [sys.executable, "-m", "reveal_release", "release", "--run", str(folder), *args]
-    print("$", shlex.join(["rr", *cmd[3:]]), flush=True)
-    start = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"{folder}: {out.stderr.strip()[-2000:]}")
-    return time.perf_counter() - start
+    return release_in_copy(reveal, folder, args)
 
 
 def gap(one: Path, many: Path) -> float:
