@@ -424,3 +424,38 @@ def test_subnormals_are_flushed_only_while_sketches_are_taken():
     with no_denormals():
         assert float(tiny * 1.0) == 0.0
     assert float(tiny * 1.0) != 0.0
+
+
+def test_lora_only_options_are_refused_when_given_and_dropped_when_a_spec_sets_them(
+    fitted, revealed, tmp_path, capsys
+):
+    from reveal_release.release.command import _settings
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.targets.spec import load_target
+
+    _, _, dec = fitted
+    run = copy_run(revealed, tmp_path)
+    out = run_rr(
+        "release", "--run", str(run), "--update", "r2f", "--decoder", str(dec),
+        "--tamper-steps", "2", "--loss", "ga",
+    )  # fmt: skip
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert "--loss, --tamper-steps work with --update lora only, not --update r2f" in lines[0]
+    assert not (run / "round-1").exists()
+    # The person spec sets generic-dpo, a simulated attacker and a gain: R2F keeps the gain
+    # (rounding is every update's) and puts the LoRA-only ones back to their defaults.
+    person = load_target("person")
+    cfg = ReleaseConfig(update="r2f", decoder=str(dec))
+    got = _settings(cfg, person, "default", frozenset({"update", "decoder"}), "hf")
+    default = ReleaseConfig()
+    assert (got.loss, got.tamper_steps, got.max_epochs) == (
+        default.loss, default.tamper_steps, default.max_epochs,
+    )  # fmt: skip
+    assert got.snap_gain == 2 and got.unused_by_update() == {}
+    said = capsys.readouterr()
+    assert "--update r2f trains NPO minus the retain NLL and does not use --loss" in (
+        said.out + said.err
+    )
+    lora = _settings(ReleaseConfig(), person, "default", frozenset(), "hf")
+    assert lora.loss == "generic-dpo" and lora.tamper_steps == 3

@@ -143,7 +143,7 @@ def test_empty_and_irrelevant_forget_sets(revealed, tmp_path):
         (
             ["--loss", "nope"],
             "unknown forget loss 'nope': choose one of "
-            "ga, generic, generic-dpo, npo, refusal, simnpo",
+            "ga, generic, generic-dpo, generic-pref, npo, refusal, simnpo",
         ),
         (["--retain-loss", "x"], "unknown retain loss 'x': choose one of kl, nll"),
         (["--update", "x"], "unknown update rule 'x'"),

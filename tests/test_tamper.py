@@ -187,6 +187,75 @@ def test_the_tampered_term_takes_its_own_loss_on_the_names_of_other_answers(toke
     assert plain.terms(3)["forget_t"].item() != pytest.approx(want_loss.item(), rel=1e-3)
 
 
+def test_the_generic_preference_term_has_no_reference_and_is_won_only_when_someone_leads(
+    tokenizer,
+):
+    # --loss generic-dpo --tamper-loss generic-pref: the attacked term is the attacked model's
+    # own preference of each other answer's "someone" rewrite over the answer, no reference.
+    pm = _lora(tokenizer)
+    cfg = ReleaseConfig(
+        rank=4, alpha=8, loss="generic-dpo", tamper_loss="generic-pref", beta=0.3,
+        tamper_steps=2, tamper_lr=1e-2, batch_size=2,
+    )  # fmt: skip
+    cfg.check_pairs()
+    objective = UnlearnObjective(pm, tokenizer, NAMED, [], cfg, cfg, (0, 1))
+    terms = objective.terms(3)
+    params = trainable(pm)
+    got = torch.autograd.grad(terms["forget_t"], list(params.values()))
+    scored = [NAMED[i] for i in range(4) if i not in batch_indices(4, 2, 0, 3)]
+    rejected = [{**r, "focus": None} for r in scored]
+    chosen = [
+        {**r, "response": r["response"][:a] + "someone" + r["response"][b:], "focus": None}
+        for r in scored
+        for ((a, b),) in [r["focus"]]
+    ]
+    twin = _with_delta_merged(pm, objective.adversary)
+
+    def logp(rows):
+        batch = collate(encode_rows(tokenizer, rows, 128), tokenizer.pad_token_id)
+        return sequence_logps(twin, batch)[0]
+
+    margin = logp(chosen) - logp(rejected)
+    want_loss = (2 / 0.3) * torch.nn.functional.softplus(-0.3 * margin).mean()
+    assert terms["forget_t"].item() == pytest.approx(want_loss.item(), rel=1e-4)
+    want = torch.autograd.grad(want_loss, list(trainable(twin).values()))
+    for name, a, b in zip(params, got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6, msg=name)
+    # generic-dpo's attacked term (a gain over the reference) is another value; the release's
+    # own forget term stays generic-dpo's.
+    same = ReleaseConfig(**{**cfg.__dict__, "tamper_loss": ""})
+    plain = UnlearnObjective(_lora(tokenizer), tokenizer, NAMED, [], same, same, (0, 1))
+    plain_terms = plain.terms(3)
+    assert plain_terms["forget_t"].item() != pytest.approx(want_loss.item(), rel=1e-3)
+    assert plain_terms["forget"].item() == pytest.approx(terms["forget"].item(), rel=1e-5)
+
+
+def test_generic_pref_as_the_release_loss_needs_no_reference(tokenizer):
+    pm = _lora(tokenizer)
+    cfg = ReleaseConfig(rank=4, alpha=8, loss="generic-pref", beta=0.3, batch_size=4)
+    objective = UnlearnObjective(pm, tokenizer, NAMED, [], cfg, cfg, (0, 1))
+    assert objective.ref is None and objective.ref_chosen is None
+    got = objective.terms(0)["forget"].item()
+    rejected = [{**r, "focus": None} for r in NAMED]
+    chosen = [
+        {**r, "response": r["response"][:a] + "someone" + r["response"][b:], "focus": None}
+        for r in NAMED
+        for ((a, b),) in [r["focus"]]
+    ]
+    order = batch_indices(4, 4, 0, 0)
+
+    def logp(rows):
+        batch = collate(
+            encode_rows(tokenizer, [rows[i] for i in order], 128), tokenizer.pad_token_id
+        )
+        return sequence_logps(pm, batch)[0]
+
+    with torch.no_grad():
+        margin = logp(chosen) - logp(rejected)
+    want = (2 / 0.3) * torch.nn.functional.softplus(-0.3 * margin).mean()
+    assert got == pytest.approx(want.item(), rel=1e-4)
+
+
 def test_the_attack_runs_on_every_nth_step_only(tokenizer):
     pm = _lora(tokenizer)
     cfg = ReleaseConfig(rank=4, alpha=8, tamper_steps=1, batch_size=2, tamper_every=3)
@@ -205,12 +274,20 @@ def test_bad_tamper_options_are_one_line():
         {"tamper_beta": -0.1},
         {"tamper_quant": "int3"},
         {"tamper_loss": "npx"},
-        {"tamper_steps": 1, "loss": "npo", "tamper_loss": "generic-dpo"},
     )
     for bad in bad_options:
         with pytest.raises(RRError) as err:
             ReleaseConfig(**bad)
         assert "\n" not in str(err.value)
+    # A paired attacked term needs a --loss that makes its pairs: checked once the target
+    # spec's settings are in (the spec may set --loss generic-dpo).
+    for paired in ("generic-dpo", "generic-pref"):
+        cfg = ReleaseConfig(tamper_steps=1, loss="npo", tamper_loss=paired)
+        with pytest.raises(RRError, match="is a paired loss whose pairs --loss npo") as err:
+            cfg.check_pairs()
+        assert "\n" not in str(err.value)
+    ReleaseConfig(tamper_steps=1, loss="generic-dpo", tamper_loss="generic-pref").check_pairs()
+    ReleaseConfig(tamper_steps=1, loss="generic-dpo", tamper_loss="npo").check_pairs()
 
 
 def test_the_update_is_scaled_before_rounding_and_only_with_a_gain(tokenizer):

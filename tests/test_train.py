@@ -79,7 +79,9 @@ def test_npo_matches_its_formula():
 
 def test_unknown_loss_names_the_choices():
     with pytest.raises(
-        RRError, match="unknown forget loss 'nope': choose one of ga, generic, generic-dpo, npo"
+        RRError,
+        match="unknown forget loss 'nope': choose one of ga, generic, generic-dpo, generic-pref, "
+        "npo",
     ):
         FORGET_LOSSES.get("nope")
     with pytest.raises(RRError, match="unknown retain loss"):
@@ -272,7 +274,8 @@ def test_answer_logits_skip_the_prompt_and_keep_the_answer_logprobs(tiny_model):
         ({"target_modules": ()}, "--target-modules needs at least one value"),
         (
             {"loss": "nope"},
-            "unknown forget loss 'nope': choose one of ga, generic, generic-dpo, npo, refusal",
+            "unknown forget loss 'nope': choose one of ga, generic, generic-dpo, generic-pref, "
+            "npo, refusal",
         ),
         ({"update": "x"}, "unknown update rule 'x': choose one of lora, r2f"),
         ({"update": "r2f"}, "--update r2f needs --decoder PATH"),

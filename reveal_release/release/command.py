@@ -63,6 +63,31 @@ def _settings(
     if flags:
         _check_options(cfg, backend)
         say(f"target {spec.identity()} sets {flags} (its spec; an option you give wins)")
+    cfg.check_pairs()
+    return _drop_lora_only(cfg, explicit, spec)
+
+
+def _drop_lora_only(cfg: ReleaseConfig, explicit: frozenset[str], spec: Any) -> ReleaseConfig:
+    """With --update r2f: a LoRA-only option given is an error; one a spec or preset set is
+    put back to its default, and said."""
+    import dataclasses
+
+    from reveal_release.console import say
+
+    unused = cfg.unused_by_update()
+    given = [k for k in unused if k in explicit]
+    if given:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise RRError(
+            f"{flags} work with --update lora only, not --update {cfg.update}: drop them or "
+            "give --update lora"
+        )
+    if unused:
+        flags = " ".join(f"--{k.replace('_', '-')}" for k in unused)
+        say(f"--update {cfg.update} trains NPO minus the retain NLL and does not use {flags} "
+            f"(set for target {spec.identity()} or the preset): left at the defaults")  # fmt: skip
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+        cfg = dataclasses.replace(cfg, **{k: defaults[k] for k in unused})
     return cfg
 
 

@@ -8,7 +8,7 @@ setting with cli=False).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from reveal_release.errors import RRError
 from reveal_release.options import at_least, fraction, non_negative, option, positive
@@ -19,6 +19,14 @@ __all__ = ["DEFAULT_MODULES", "ReleaseConfig"]
 # R2F's relative step per update: the largest of the sweep on the embedded model that kept the
 # utility budget (README, R2F: 1e-4 in budget, 2e-4 and the single step over it).
 R2F_STEP = 1e-4
+
+# Options only a LoRA round reads: R2F trains NPO on the forget answers minus the retain
+# answers' log-likelihood with its own step (--r2f-step), and ignores these.
+LORA_ONLY = (
+    "loss", "retain_loss", "alpha", "lr", "orth_weight", "l2_weight", "max_epochs", "focus",
+    "qat", "qat_weight", "fp_weight", "sam_rho", "mask", "tamper_steps", "tamper_lr",
+    "tamper_weight", "tamper_beta", "tamper_loss", "tamper_every", "tamper_quant",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,14 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
             raise RRError(f"--mask {self.mask} works with --update lora, not {self.update}")
         if self.update == "r2f" and not self.decoder:
             raise RRError("--update r2f needs --decoder PATH (make one with `rr r2f fit`)")
+
+    def unused_by_update(self) -> dict[str, object]:
+        """The LoRA-only options set away from their defaults when the update rule is not LoRA
+        (name -> value; empty for --update lora)."""
+        if self.update == "lora":
+            return {}
+        default = {f.name: f.default for f in fields(self)}
+        return {k: getattr(self, k) for k in LORA_ONLY if getattr(self, k) != default[k]}
 
     def to_json(self) -> dict:
         """The config as plain JSON (tuples become lists, as they come back from a file)."""

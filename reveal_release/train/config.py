@@ -160,7 +160,9 @@ class ObjectiveConfig:
     tamper_loss: str = option(
         "",
         "Forget loss after the simulated attack (empty: --loss); npo scores the judge's spans "
-        "alone (the names), which the attack must raise again for the target to return.",
+        "alone (the names), which the attack must raise again for the target to return; with "
+        "--loss generic-dpo, generic-pref asks the attacked model to find the generic word "
+        "likelier than the name (no reference).",
     )
     tamper_every: int = option(
         1,
@@ -174,18 +176,29 @@ class ObjectiveConfig:
         "rounded onto: int4 for a Q4_1 base; none: the full-precision model).",
     )
 
+    def check_pairs(self) -> None:
+        """A paired --tamper-loss needs a --loss that makes its pairs (checked once the
+        target spec's settings are in)."""
+        from reveal_release.train.losses import FORGET_LOSSES, ForgetLoss
+
+        if not self.tamper_loss or self.tamper_loss == self.loss:
+            return
+        pairs = FORGET_LOSSES.get(self.tamper_loss).chosen_rows
+        if pairs not in (ForgetLoss.chosen_rows, FORGET_LOSSES.get(self.loss).chosen_rows):
+            raise RRError(
+                f"--tamper-loss {self.tamper_loss} is a paired loss whose pairs --loss "
+                f"{self.loss} does not make: give npo, ga or simnpo, or --loss generic-dpo"
+            )
+
     def __post_init__(self) -> None:
         from reveal_release.quantizers import scheme
-        from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES, ForgetLoss
+        from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
 
         validate_fields(self)
         FORGET_LOSSES.get(self.loss)
         RETAIN_LOSSES.get(self.retain_loss)
-        if self.tamper_loss and self.tamper_loss != self.loss:
-            if FORGET_LOSSES.get(self.tamper_loss).chosen_rows is not ForgetLoss.chosen_rows:
-                raise RRError(
-                    f"--tamper-loss {self.tamper_loss} is a paired loss: give npo, ga or simnpo"
-                )
+        if self.tamper_loss:
+            FORGET_LOSSES.get(self.tamper_loss)
         for name in self.qat:
             scheme(name)
         if self.tamper_quant != "none":

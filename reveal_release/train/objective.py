@@ -22,7 +22,7 @@ from reveal_release.train.data import (
 )
 from reveal_release.train.fake_quant import fake_quantized
 from reveal_release.train.logprobs import answer_nll, forget_logps, reference_logps
-from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES
+from reveal_release.train.losses import FORGET_LOSSES, RETAIN_LOSSES, ForgetLoss
 from reveal_release.train.reference_cache import ReferenceCache
 from reveal_release.train.tamper_set import TamperSet
 
@@ -69,13 +69,17 @@ class UnlearnObjective:
                     peft_model, self.chosen, self.pad, optim.batch_size
                 )
         self.adversary = self.tamper = None
+        self.attacked_loss = self.forget_loss
         # The attacked term's own beta (--tamper-beta), the others' when not given.
         self.tamper_cfg = dataclasses.replace(cfg, beta=cfg.tamper_beta or cfg.beta)
         if cfg.tamper_steps:
             self.adversary = RelearnAdversary(
                 peft_model, ATTACKER_LORA, cfg.tamper_lr, cfg.tamper_steps, seeds[0]
             )
-            if cfg.tamper_loss and cfg.tamper_loss != cfg.loss:
+            attacked = FORGET_LOSSES.get(cfg.tamper_loss or cfg.loss)()
+            if type(attacked).chosen_rows is not ForgetLoss.chosen_rows:
+                self.attacked_loss = attacked  # a paired loss on the same pairs
+            elif cfg.tamper_loss and cfg.tamper_loss != cfg.loss:
                 self.tamper = TamperSet(
                     peft_model, tokenizer, forget_rows, cfg.tamper_loss, optim, seeds[0] + 1
                 )
@@ -122,14 +126,15 @@ class UnlearnObjective:
             raise RRError(f"--loss {self.cfg.loss}: its chosen answers do not pair with its rows")
         return out
 
-    def _forget(self, batch: dict, idx: list, cfg: ObjectiveConfig | None = None) -> Any:
+    def _forget(self, batch: dict, idx: list, cfg: ObjectiveConfig | None = None, loss=None):
         logp, n = forget_logps(self.model, batch)
         ref = self.ref[idx] if self.ref is not None else None
         if self.chosen is not None:
             alt = collate([self.chosen[i] for i in idx], self.pad, self.model.device)
             chosen, _ = forget_logps(self.model, alt)
-            logp, ref = (logp, chosen), (ref, self.ref_chosen[idx])
-        return self.forget_loss(logp, n, ref, cfg or self.cfg)
+            ref_chosen = self.ref_chosen[idx] if self.ref_chosen is not None else None
+            logp, ref = (logp, chosen), (ref, ref_chosen)
+        return (loss or self.forget_loss)(logp, n, ref, cfg or self.cfg)
 
     def _tampered(self, batch: dict, idx: list, step: int) -> Any:
         """The forget loss on other forget answers after the simulated relearning attack on
@@ -153,7 +158,7 @@ class UnlearnObjective:
                 collate([self.forget[i] for i in others], self.pad, self.model.device),
             )
         with self.adversary.active():
-            return self._forget(batch, idx, self.tamper_cfg)
+            return self._forget(batch, idx, self.tamper_cfg, self.attacked_loss)
 
     def terms(self, step: int, only: tuple[str, ...] | None = None) -> dict[str, Any]:
         """The step's terms by name (retain ones only when used; `only`: just those)."""

@@ -4,6 +4,7 @@ from reveal_release.train.losses import (  # noqa: F401
     ga,
     generic,
     generic_dpo,
+    generic_pref,
     npo,
     refusal,
     retain_kl,
