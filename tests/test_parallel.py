@@ -28,6 +28,10 @@ ARGS = [
 # the update: float rounding alone (the halves of a batch are padded to other widths). Measured
 # 4.9e-7 (plain) and 7.2e-7 (SAM); without the retain loss's token shares, 5e-4.
 RELATIVE_TOLERANCE = 1e-5
+# With the simulated attacker (--tamper-steps) the gap is larger: two Adam steps of the
+# attacker come between the rounding and the update. Measured 1.5e-5; with every process
+# training its own attacker on its half of the batch (before 2026-12-07), 0.92.
+TAMPER_TOLERANCE = 1e-4
 
 
 def vary_lengths(run) -> None:
@@ -108,8 +112,14 @@ def test_each_process_takes_half_the_batch_and_the_mean_is_the_whole_batchs_grad
         assert torch.allclose((a + b) / 2, w, atol=1e-6)
 
 
-# SAM's perturbation is along the processes' mean gradient, so it too matches one process.
-@pytest.mark.parametrize("extra", [[], ["--sam-rho", "0.05"]], ids=["plain", "sam"])
+# SAM's perturbation is along the processes' mean gradient, so it too matches one process; the
+# simulated relearning attacker trains on the whole batch's mean gradient, so every process
+# draws and trains the one attacker a single process would.
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--sam-rho", "0.05"], ["--tamper-steps", "2", "--tamper-lr", "1e-2"]],
+    ids=["plain", "sam", "tamper"],
+)
 def test_two_processes_train_the_release_one_process_trains(revealed, tiny_folder, tmp_path, extra):
     one = copy_run(revealed, tmp_path, "one")
     two = copy_run(revealed, tmp_path, "two")
@@ -124,7 +134,7 @@ def test_two_processes_train_the_release_one_process_trains(revealed, tiny_folde
     base = weights(tiny_folder)
     gap = update_gap(weights(one / "model"), weights(two / "model"), base)
     print(f"two-process release vs one process: {gap:.2e} of the update")
-    assert gap < RELATIVE_TOLERANCE
+    assert gap < (TAMPER_TOLERANCE if "--tamper-steps" in extra else RELATIVE_TOLERANCE)
     # The losses each process logged are the mean over both: the same history as one process.
     h1 = json.loads((one / "round-1" / "train-result.json").read_text())["history"]
     h2 = json.loads((two / "round-1" / "train-result.json").read_text())["history"]

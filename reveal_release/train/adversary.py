@@ -78,9 +78,10 @@ class RelearnAdversary:
             for h in handles:
                 h.remove()
 
-    def attack(self, nll: Callable[[], Any], step: int = 0) -> None:
+    def attack(self, nll: Callable[[], Any], step: int = 0, sync: Any = None) -> None:
         """Step `step`'s fresh attacker, then `steps` Adam steps on nll() (the forget answers'
-        NLL)."""
+        NLL). With `sync` of several processes each step takes the mean of their gradients,
+        so every process trains the same attacker on the whole batch."""
         import torch
 
         self.reset(step)
@@ -92,6 +93,8 @@ class RelearnAdversary:
             grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
+            if sync is not None:
+                sync.mean_grads(params)
             opt.step()
         for p in params:
             p.grad = None

@@ -145,20 +145,26 @@ class UnlearnObjective:
             return self._attacked(batch, idx, step)
 
     def _attacked(self, batch: dict, idx: list, step: int) -> Any:
-        self.adversary.attack(lambda: answer_nll(self.model, batch), step)
+        # With several processes each holds a shard of the batch: the attacker trains on the
+        # whole batch's mean NLL (token shares, mean gradients), and the answers it is scored on
+        # are the whole batch's others, sharded and weighted by each process's share of them.
+        whole = batch_indices(len(self.forget), self.batch_size, self.forget_seed, step)
+        share = self.sync.share(int((batch["labels"][:, 1:] != IGNORE).sum()))
+        self.adversary.attack(lambda: answer_nll(self.model, batch) * share, step, self.sync)
         if self.tamper is not None:
+            rows = [self.forget[i] for i in whole]
             with self.adversary.active():
-                return self.tamper.loss([self.forget[i] for i in idx], step, self.tamper_cfg)
+                return self.tamper.loss(rows, step, self.tamper_cfg, self.sync)
         others = other_indices(
-            len(self.forget), set(idx), self.batch_size, self.forget_seed + 1, step
+            len(self.forget), set(whole), self.batch_size, self.forget_seed + 1, step
         )
-        if others:
-            idx, batch = (
-                others,
-                collate([self.forget[i] for i in others], self.pad, self.model.device),
-            )
+        weight = 1.0
+        if len(others) >= self.sync.world:  # else this shard of the batch itself
+            idx = self.sync.shard(others)
+            batch = collate([self.forget[i] for i in idx], self.pad, self.model.device)
+            weight = self.sync.share(len(idx))
         with self.adversary.active():
-            return self._forget(batch, idx, self.tamper_cfg, self.attacked_loss)
+            return self._forget(batch, idx, self.tamper_cfg, self.attacked_loss) * weight
 
     def terms(self, step: int, only: tuple[str, ...] | None = None) -> dict[str, Any]:
         """The step's terms by name (retain ones only when used; `only`: just those)."""

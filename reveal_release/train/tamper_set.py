@@ -45,15 +45,22 @@ class TamperSet:
         if self.loss_fn.needs_reference:
             self.ref = reference_logps(model, self.examples, self.pad, optim.batch_size)
 
-    def loss(self, attacked: Sequence[Example], step: int, cfg: ObjectiveConfig) -> Any:
+    def loss(
+        self, attacked: Sequence[Example], step: int, cfg: ObjectiveConfig, sync: Any = None
+    ) -> Any:
         """The loss of up to a batch of answers other than `attacked` (the attacker's own
-        when there are no others), under the model as it is now."""
+        when there are no others), under the model as it is now; with `sync` of several
+        processes, this process's shard of them, weighted by its share."""
         seen = {tuple(e.input_ids) for e in attacked}
         taken = {i for i, key in enumerate(self.keys) if key in seen}
         n = len(self.examples)
         idx = other_indices(n, taken, self.batch_size, self.seed, step)
         idx = idx or sorted(taken)[: self.batch_size]
+        weight = 1.0
+        if sync is not None and sync.several and len(idx) >= sync.world:
+            idx = sync.shard(idx)
+            weight = sync.share(len(idx))
         batch = collate([self.examples[i] for i in idx], self.pad, self.model.device)
         logp, n = forget_logps(self.model, batch)
         ref = self.ref[idx] if self.ref is not None else None
-        return self.loss_fn(logp, n, ref, cfg)
+        return self.loss_fn(logp, n, ref, cfg) * weight
