@@ -37,14 +37,12 @@ def gap(one: Path, many: Path) -> float:
 
     from reveal_release.train.lora import delta_weights
 
-    scaling = json.loads((one / "run.json").read_text())["stages"]["release"]["config"]
-    scaling = scaling["alpha"] / scaling["rank"]
     w1, wn = (
         load_file(one / "model" / "model.safetensors"),
         load_file(many / "model" / "model.safetensors"),
     )
     worst = 0.0
-    for key, delta in delta_weights(one / "round-1" / "adapter", scaling).items():
+    for key, delta in delta_weights(one / "round-1" / "adapter").items():
         name = key.removeprefix("base_model.model.") + ".weight"
         moved = float(delta.norm())
         if moved > 0 and name in w1:

@@ -348,7 +348,7 @@ def test_the_r2f_step_moves_each_layer_by_its_share_of_the_weight_norm(
             tmp_path / f"adapter-{step}",
         )  # fmt: skip
         assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
-        deltas[step] = delta_weights(tmp_path / f"adapter-{step}", 1.0)
+        deltas[step] = delta_weights(tmp_path / f"adapter-{step}")
     weights = dict(model.named_parameters())
     for key, d in deltas[0.01].items():
         w = weights[key.removeprefix("base_model.model.") + ".weight"]
@@ -385,7 +385,7 @@ def test_the_retain_guard_takes_back_half_a_step_until_the_retain_loss_holds(
             tmp_path / f"adapter-{guard}",
         )  # fmt: skip
         kept[guard] = history[0].get("step_kept")
-        deltas[guard] = delta_weights(tmp_path / f"adapter-{guard}", 1.0)
+        deltas[guard] = delta_weights(tmp_path / f"adapter-{guard}")
     assert kept[0.0] is None  # off: no extra forward, nothing recorded
     assert kept[1e-4] in (0.5, 0.25, 0.125, 0.0625)
     for key, d in deltas[0.0].items():

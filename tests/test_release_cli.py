@@ -311,7 +311,7 @@ def test_shrink_bisects_a_rounds_update_and_keeps_the_largest_part_within_budget
     m1 = json.loads((run / "round-1" / "metrics.json").read_text())
     assert [t["fraction"] for t in m1["shrink_tries"]] == [1.0, 0.5, 0.25]
     assert m1["update_fraction"] == 1.0
-    delta = delta_weights(run / "round-1" / "adapter", cfg.scaling)
+    delta = delta_weights(run / "round-1" / "adapter")
     names = {key: key.removeprefix("base_model.model.") + ".weight" for key in delta}
     assert delta and max(float(d.abs().max()) for d in delta.values()) > 0
 
@@ -341,6 +341,25 @@ def test_shrink_bisects_a_rounds_update_and_keeps_the_largest_part_within_budget
         assert shrunk["update_fraction"] == kept
         expect(rounds.current.model.state_dict(), kept)
         rounds.rescale(1, kept, 1.0)  # back to the trained update for the next case
+    # `rr export --format adapters` gives the part of the update the release kept.
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["stages"]["round-1"]["info"]["update_fraction"] = 0.375
+    (run / "run.json").write_text(json.dumps(manifest))
+    out = run_rr("export", "--run", str(run), "--out", str(tmp_path / "ad"), "--format", "adapters")
+    assert out.returncode == 0, out.stderr
+    exported = delta_weights(tmp_path / "ad")
+    for key, d in delta.items():
+        torch.testing.assert_close(exported[key], 0.375 * d, rtol=1e-5, atol=1e-7)
+    # A module saved with a scaling of its own (an R2F round: alpha = r, so s = 1, whatever
+    # --alpha the release has) is rebuilt and shrunk at that scaling.
+    conf = run / "round-1" / "adapter" / "adapter_config.json"
+    saved = json.loads(conf.read_text())
+    conf.write_text(json.dumps({**saved, "lora_alpha": saved["r"]}))
+    assert cfg.scaling == 4.0
+    delta = {key: d / cfg.scaling for key, d in delta.items()}
+    rounds = Rounds(RunDir.load(run), load_model(reveal_cfg["model"]), spec, cfg, None, "hf")
+    rounds.resume(1, {"round": 1, "trained": True, "update_fraction": 0.25})
+    expect(rounds.current.model.state_dict(), 0.25)
 
 
 def test_a_target_specs_release_settings_apply_unless_given_on_the_command_line(revealed, tmp_path):

@@ -213,7 +213,7 @@ class TestRealVLLM:
         rounds = [_save_adapter(embedded, tmp_path / f"round-{k}", seed=10 + k) for k in (1, 2)]
         stacked = tmp_path / "stacked"
         stacked.mkdir()
-        assert concat_adapters(rounds, stacked)["r"] == 16
+        assert concat_adapters([(f, 1.0) for f in rounds], stacked)["r"] == 16
         merged = copy.deepcopy(embedded.model)
         for folder in rounds:
             merged = apply_adapter(merged, folder)

@@ -15,42 +15,46 @@ from reveal_release.atomic import atomic_dir, atomic_write_json, new_folder
 from reveal_release.errors import RRError
 from reveal_release.run_files import MODEL_MARKER
 from reveal_release.runs import RunDir, round_dir
-from reveal_release.train.lora import read_adapter, write_adapter_file
+from reveal_release.train.lora import adapter_scaling, read_adapter, write_adapter_file
 
 PICKLED = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 FORMATS = ("merged", "adapters")
 
 
-def trained_rounds(run: RunDir) -> list[Path]:
-    """The adapter folders of the rounds in the released model, in order."""
-    return [run.path(round_dir(k), "adapter") for k in run.kept_rounds()]
+def trained_rounds(run: RunDir) -> list[tuple[Path, float]]:
+    """The adapter folders of the rounds in the released model, in order, each with the part of
+    its update the release kept (--shrink; 1 for a round kept as trained)."""
+    return [
+        (
+            run.path(round_dir(k), "adapter"),
+            float(run.stage_info(round_dir(k)).get("update_fraction", 1.0)),
+        )
+        for k in run.kept_rounds()
+    ]
 
 
-def _scaling(config: dict) -> float:
-    if config.get("use_rslora"):
-        return config["lora_alpha"] / config["r"] ** 0.5
-    return config["lora_alpha"] / config["r"]
-
-
-def concat_adapters(folders: list[Path], out: Path) -> dict:
-    """Write one PEFT adapter equal to the sum of the rounds' modules; return its config."""
+def concat_adapters(rounds: list[tuple[Path, float]], out: Path) -> dict:
+    """Write one PEFT adapter equal to the sum of the rounds' kept updates (each module times
+    its own scaling and its kept fraction); return its config."""
     import torch
 
+    folders = [f for f, _ in rounds]
     configs = [json.loads((f / "adapter_config.json").read_text()) for f in folders]
+    scales = [adapter_scaling(f) * fraction for f, fraction in rounds]
     mods = [read_adapter(f) for f in folders]
     names = sorted(set().union(*mods))
     factors = {}
     rank = None
     for name in names:
         a_parts, b_parts = [], []
-        for cfg, mod in zip(configs, mods, strict=True):
+        for cfg, mod, scale in zip(configs, mods, scales, strict=True):
             if name in mod:
                 a, b = mod[name]
             else:  # a module this round did not adapt: a zero block keeps the ranks aligned
                 ref = next(m[name] for m in mods if name in m)
                 a, b = torch.zeros_like(ref[0][: cfg["r"]]), torch.zeros(ref[1].shape[0], cfg["r"])
             a_parts.append(a)
-            b_parts.append(_scaling(cfg) * b)
+            b_parts.append(scale * b)
         factors[name] = (torch.cat(a_parts, 0), torch.cat(b_parts, 1))
         rank = factors[name][0].shape[0]
     config = dict(configs[0])

@@ -78,7 +78,7 @@ class _Model:
         self.applied: list[tuple[str, float]] = []
         self.earlier_a: list[dict] = []
 
-    def catch_up(self, merged: list[tuple[str, float]], scaling: float, fp32: bool) -> None:
+    def catch_up(self, merged: list[tuple[str, float]], fp32: bool) -> None:
         """Merge what the main process merged since the last round, as it did."""
         from reveal_release.train.lora import add_update, apply_adapter, load_a_matrices
 
@@ -93,7 +93,7 @@ class _Model:
             else:
                 was = self.applied[i][1]
             if fraction != was:
-                add_update(self.loaded.model, Path(path), scaling, fraction - was)
+                add_update(self.loaded.model, Path(path), fraction - was)
                 self.applied[i] = (path, fraction)
 
 
@@ -109,7 +109,7 @@ def follow(load: Callable[[], Any], sync: Processes | None = None) -> int:
             return trained
         model = model or _Model(load())
         cfg = msg["cfg"]
-        model.catch_up(msg["merged"], cfg.scaling, msg["fp32"])
+        model.catch_up(msg["merged"], msg["fp32"])
         workdir = Path(msg["workdir"])
         inp = RoundInputs(
             model=model.loaded.model, tokenizer=model.loaded.tokenizer, forget=msg["forget"],

@@ -107,17 +107,17 @@ def save_model(run: RunDir, loaded: LoadedModel, round_: int, grid: str | None =
         atomic_write_json(tmp / "rr-model.json", info)
 
 
-def interference(run: RunDir, k: int, cfg: ReleaseConfig) -> float | None:
+def interference(run: RunDir, k: int) -> float | None:
     """Mean |cosine| between round k's update and each earlier round's, over modules."""
     if k < 2:
         return None
-    cur = delta_weights(run.path(round_dir(k), "adapter"), cfg.scaling)
+    cur = delta_weights(run.path(round_dir(k), "adapter"))
     cosines = []
     for j in range(1, k):
         folder = run.path(round_dir(j), "adapter")
         if not folder.exists():
             continue
-        prev = delta_weights(folder, cfg.scaling)
+        prev = delta_weights(folder)
         for name, d in cur.items():
             if name in prev:
                 p = prev[name]
@@ -378,7 +378,7 @@ class Rounds:
         """Module k's merged update from `was` to `now` times its trained size."""
         if now != was:
             adapter = self.run.path(round_dir(k), "adapter")
-            add_update(self.current.model, adapter, self.cfg.scaling, now - was)
+            add_update(self.current.model, adapter, now - was)
             self.merged[k] = (str(adapter), now)
             self.rounded = None
             self.version += 1
@@ -429,7 +429,7 @@ class Rounds:
             train_stopped=result.stopped,
             resumed_from_step=result.resumed_from,
             final_losses=result.history[-1] if result.history else {},
-            interference=interference(self.run, k, self.cfg),
+            interference=interference(self.run, k),
             round_seconds=time.perf_counter() - t0,
             peak_rss_bytes=peak_rss_bytes(),
         )

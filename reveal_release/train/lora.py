@@ -6,6 +6,7 @@ The only module that knows PEFT's names: live modules are reached through their 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -159,13 +160,13 @@ def merge(peft_model: Any) -> Any:
     return model
 
 
-def add_update(model: Any, adapter_dir: Path, scaling: float, factor: float) -> None:
+def add_update(model: Any, adapter_dir: Path, factor: float) -> None:
     """W <- W + factor * s B A in each layer a saved module adapts (in place, plain model)."""
     import torch
 
     layers = dict(model.named_modules())
     with torch.no_grad():
-        for key, delta in delta_weights(adapter_dir, scaling).items():
+        for key, delta in delta_weights(adapter_dir).items():
             layer = layers.get(key.removeprefix("base_model.model."))
             if layer is None:
                 raise RRError(f"{adapter_dir} adapts {key}, which this model does not have")
@@ -181,6 +182,24 @@ def apply_adapter(model: Any, adapter_dir: Path) -> Any:
     return merge(PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False))
 
 
-def delta_weights(adapter_dir: Path, scaling: float) -> dict[str, Any]:
-    """Each module's update s B A of a saved module (for cosines between rounds)."""
-    return {k: scaling * (b.float() @ a.float()) for k, (a, b) in read_adapter(adapter_dir).items()}
+def adapter_scaling(adapter_dir: Path) -> float:
+    """A saved module's own s (lora_alpha / r, over sqrt(r) with rsLoRA): an R2F round's module
+    is saved with alpha = r, whatever --alpha the release has."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        alpha, rank = float(config["lora_alpha"]), int(config["r"])
+        if alpha <= 0 or rank <= 0 or config.get("alpha_pattern") or config.get("rank_pattern"):
+            raise ValueError("not one positive alpha and rank")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RRError(
+            f"cannot read the LoRA scaling from {path} ({type(exc).__name__}): the round's "
+            "files are damaged; delete that round folder and rerun to train it again"
+        ) from None
+    return alpha / (rank**0.5 if config.get("use_rslora") else rank)
+
+
+def delta_weights(adapter_dir: Path) -> dict[str, Any]:
+    """Each module's update s B A of a saved module, s its own (adapter_scaling)."""
+    s = adapter_scaling(adapter_dir)
+    return {k: s * (b.float() @ a.float()) for k, (a, b) in read_adapter(adapter_dir).items()}
