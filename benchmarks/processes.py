@@ -2,12 +2,11 @@
 copies of one revealed run: how far apart the merged weights are, their figures, their times.
 
     .venv/bin/python benchmarks/processes.py --reveal runs/code --out runs/bench-processes \\
-        --processes 2 --release-args "--tamper-steps 0"
+        --processes 2
 
-With the same global batch, N processes should train the release one process trains: the gap
-is |W_N - W_1| / |W_1 - W_0| over the adapted layers (0 up to float rounding, and up to the
-retain loss's per-process token averaging; a simulated attacker, --tamper-steps, is drawn per
-process, so with it the runs differ by design).
+With the same global batch, N processes should train the release one process trains (the
+target spec's simulated attacker included): the gap is |W_N - W_1| / |W_1 - W_0| over the
+adapted layers, 0 up to float rounding.
 """
 
 from __future__ import annotations
