@@ -57,6 +57,15 @@ class Processes:
         """This process's part of a step's batch (every world-th example from its rank)."""
         return list(indices[self.rank :: self.world]) if self.several else list(indices)
 
+    def split(self, indices: Sequence[int]) -> tuple[list[int], float]:
+        """This process's part of examples scored by a mean over them, and the weight that makes
+        the processes' mean the whole list's mean; the whole list at weight 1 when it has fewer
+        examples than there are processes (each then scores all of it)."""
+        if not self.several or len(indices) < self.world:
+            return list(indices), 1.0
+        mine = self.shard(indices)
+        return mine, self.share(len(mine))
+
     def mean_grads(self, params: Iterable[Any]) -> None:
         """Average the parameters' gradients over the processes, in place (one all-reduce).
         A parameter without a gradient counts as a zero one."""

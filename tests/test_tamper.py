@@ -155,6 +155,32 @@ NAMED = [
 ]
 
 
+def _matches(term, got, want_loss, twin, params) -> None:
+    """The attacked term and its gradient `got` on the release's LoRA factors are those of
+    `want_loss`, computed by hand on the twin that carries the attacker's delta."""
+    assert term.item() == pytest.approx(want_loss.item(), rel=1e-4)
+    want = torch.autograd.grad(want_loss, list(trainable(twin).values()))
+    for name, a, b in zip(params, got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def _without_tamper_loss(cfg, tokenizer) -> dict:
+    """Step 3's terms of the same release with the attacked term left to --loss."""
+    same = ReleaseConfig(**{**cfg.__dict__, "tamper_loss": ""})
+    return UnlearnObjective(_lora(tokenizer), tokenizer, NAMED, [], same, same, (0, 1)).terms(3)
+
+
+def _someone_pairs(rows) -> tuple[list, list]:
+    """(rejected, chosen) by hand: each answer whole, and with its one name made "someone"."""
+    rejected = [{**r, "focus": None} for r in rows]
+    chosen = [
+        {**r, "response": r["response"][:a] + "someone" + r["response"][b:], "focus": None}
+        for r in rows
+        for ((a, b),) in [r["focus"]]
+    ]
+    return rejected, chosen
+
+
 def test_the_tampered_term_takes_its_own_loss_on_the_names_of_other_answers(tokenizer):
     # --loss generic-dpo --tamper-loss npo: the attacker fine-tunes on the step's whole
     # answers, the attacked term is NPO over the name tokens alone of the other answers.
@@ -177,14 +203,10 @@ def test_the_tampered_term_takes_its_own_loss_on_the_names_of_other_answers(toke
     twin = _with_delta_merged(pm, objective.adversary)
     logp = sequence_logps(twin, batch, "focus_labels")[0]
     want_loss = npo_loss(logp, ref, 0.1)
-    assert terms["forget_t"].item() == pytest.approx(want_loss.item(), rel=1e-4)
-    want = torch.autograd.grad(want_loss, list(trainable(twin).values()))
-    for name, a, b in zip(params, got, want, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6, msg=name)
+    _matches(terms["forget_t"], got, want_loss, twin, params)
     # Without --tamper-loss the same attacked term is generic-dpo's (another value).
-    same = ReleaseConfig(**{**cfg.__dict__, "tamper_loss": ""})
-    plain = UnlearnObjective(_lora(tokenizer), tokenizer, NAMED, [], same, same, (0, 1))
-    assert plain.terms(3)["forget_t"].item() != pytest.approx(want_loss.item(), rel=1e-3)
+    plain = _without_tamper_loss(cfg, tokenizer)
+    assert plain["forget_t"].item() != pytest.approx(want_loss.item(), rel=1e-3)
 
 
 def test_the_generic_preference_term_has_no_reference_and_is_won_only_when_someone_leads(
@@ -203,12 +225,7 @@ def test_the_generic_preference_term_has_no_reference_and_is_won_only_when_someo
     params = trainable(pm)
     got = torch.autograd.grad(terms["forget_t"], list(params.values()))
     scored = [NAMED[i] for i in range(4) if i not in batch_indices(4, 2, 0, 3)]
-    rejected = [{**r, "focus": None} for r in scored]
-    chosen = [
-        {**r, "response": r["response"][:a] + "someone" + r["response"][b:], "focus": None}
-        for r in scored
-        for ((a, b),) in [r["focus"]]
-    ]
+    rejected, chosen = _someone_pairs(scored)
     twin = _with_delta_merged(pm, objective.adversary)
 
     def logp(rows):
@@ -217,15 +234,10 @@ def test_the_generic_preference_term_has_no_reference_and_is_won_only_when_someo
 
     margin = logp(chosen) - logp(rejected)
     want_loss = (2 / 0.3) * torch.nn.functional.softplus(-0.3 * margin).mean()
-    assert terms["forget_t"].item() == pytest.approx(want_loss.item(), rel=1e-4)
-    want = torch.autograd.grad(want_loss, list(trainable(twin).values()))
-    for name, a, b in zip(params, got, want, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6, msg=name)
+    _matches(terms["forget_t"], got, want_loss, twin, params)
     # generic-dpo's attacked term (a gain over the reference) is another value; the release's
     # own forget term stays generic-dpo's.
-    same = ReleaseConfig(**{**cfg.__dict__, "tamper_loss": ""})
-    plain = UnlearnObjective(_lora(tokenizer), tokenizer, NAMED, [], same, same, (0, 1))
-    plain_terms = plain.terms(3)
+    plain_terms = _without_tamper_loss(cfg, tokenizer)
     assert plain_terms["forget_t"].item() != pytest.approx(want_loss.item(), rel=1e-3)
     assert plain_terms["forget"].item() == pytest.approx(terms["forget"].item(), rel=1e-5)
 
@@ -236,12 +248,7 @@ def test_generic_pref_as_the_release_loss_needs_no_reference(tokenizer):
     objective = UnlearnObjective(pm, tokenizer, NAMED, [], cfg, cfg, (0, 1))
     assert objective.ref is None and objective.ref_chosen is None
     got = objective.terms(0)["forget"].item()
-    rejected = [{**r, "focus": None} for r in NAMED]
-    chosen = [
-        {**r, "response": r["response"][:a] + "someone" + r["response"][b:], "focus": None}
-        for r in NAMED
-        for ((a, b),) in [r["focus"]]
-    ]
+    rejected, chosen = _someone_pairs(NAMED)
     order = batch_indices(4, 4, 0, 0)
 
     def logp(rows):

@@ -70,8 +70,6 @@ def _settings(
 def _drop_lora_only(cfg: ReleaseConfig, explicit: frozenset[str], spec: Any) -> ReleaseConfig:
     """With --update r2f: a LoRA-only option given is an error; one a spec or preset set is
     put back to its default, and said."""
-    import dataclasses
-
     from reveal_release.console import say
 
     unused = cfg.unused_by_update()
@@ -86,8 +84,7 @@ def _drop_lora_only(cfg: ReleaseConfig, explicit: frozenset[str], spec: Any) -> 
         flags = " ".join(f"--{k.replace('_', '-')}" for k in unused)
         say(f"--update {cfg.update} trains NPO minus the retain NLL and does not use {flags} "
             f"(set for target {spec.identity()} or the preset): left at the defaults")  # fmt: skip
-        defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
-        cfg = dataclasses.replace(cfg, **{k: defaults[k] for k in unused})
+        cfg = cfg.lora_only_at_defaults()
     return cfg
 
 

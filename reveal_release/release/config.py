@@ -8,7 +8,7 @@ setting with cli=False).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from reveal_release.errors import RRError
 from reveal_release.options import at_least, fraction, non_negative, option, positive
@@ -151,8 +151,16 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         (name -> value; empty for --update lora)."""
         if self.update == "lora":
             return {}
-        default = {f.name: f.default for f in fields(self)}
+        default = self._defaults()
         return {k: getattr(self, k) for k in LORA_ONLY if getattr(self, k) != default[k]}
+
+    def lora_only_at_defaults(self) -> ReleaseConfig:
+        """The same config with every option unused_by_update() names put back to its default."""
+        default = self._defaults()
+        return replace(self, **{k: default[k] for k in self.unused_by_update()})
+
+    def _defaults(self) -> dict[str, object]:
+        return {f.name: f.default for f in fields(self)}
 
     def to_json(self) -> dict:
         """The config as plain JSON (tuples become lists, as they come back from a file)."""

@@ -149,7 +149,7 @@ class UnlearnObjective:
         # whole batch's mean NLL (token shares, mean gradients), and the answers it is scored on
         # are the whole batch's others, sharded and weighted by each process's share of them.
         whole = batch_indices(len(self.forget), self.batch_size, self.forget_seed, step)
-        share = self.sync.share(int((batch["labels"][:, 1:] != IGNORE).sum()))
+        share = self.sync.share(_answer_tokens(batch))
         self.adversary.attack(lambda: answer_nll(self.model, batch) * share, step, self.sync)
         if self.tamper is not None:
             rows = [self.forget[i] for i in whole]
@@ -159,10 +159,9 @@ class UnlearnObjective:
             len(self.forget), set(whole), self.batch_size, self.forget_seed + 1, step
         )
         weight = 1.0
-        if len(others) >= self.sync.world:  # else this shard of the batch itself
-            idx = self.sync.shard(others)
+        if others:  # else this process's part of the batch itself
+            idx, weight = self.sync.split(others)
             batch = collate([self.forget[i] for i in idx], self.pad, self.model.device)
-            weight = self.sync.share(len(idx))
         with self.adversary.active():
             return self._forget(batch, idx, self.tamper_cfg, self.attacked_loss) * weight
 
@@ -176,7 +175,7 @@ class UnlearnObjective:
             ref = self.retain_ref.get(ridx, retain)
             # The retain loss is a mean over answer tokens: with several processes each one's
             # is weighted by its share of the tokens, so that their mean is the whole batch's.
-            share = self.sync.share(int((retain["labels"][:, 1:] != IGNORE).sum()))
+            share = self.sync.share(_answer_tokens(retain))
         out = {}
         if "forget" in want:
             out["forget"] = self._forget(forget, idx)
@@ -191,3 +190,8 @@ class UnlearnObjective:
                 if retain is not None and "retain_q" in want:
                     out["retain_q"] = self.retain_loss(self.model, retain, self.cfg, ref) * share
         return out
+
+
+def _answer_tokens(batch: dict) -> int:
+    """How many answer tokens a batch's token-mean losses average over."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())

@@ -56,10 +56,7 @@ class TamperSet:
         n = len(self.examples)
         idx = other_indices(n, taken, self.batch_size, self.seed, step)
         idx = idx or sorted(taken)[: self.batch_size]
-        weight = 1.0
-        if sync is not None and sync.several and len(idx) >= sync.world:
-            idx = sync.shard(idx)
-            weight = sync.share(len(idx))
+        idx, weight = sync.split(idx) if sync is not None else (idx, 1.0)
         batch = collate([self.examples[i] for i in idx], self.pad, self.model.device)
         logp, n = forget_logps(self.model, batch)
         ref = self.ref[idx] if self.ref is not None else None

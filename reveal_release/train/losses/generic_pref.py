@@ -12,7 +12,7 @@ a relearning attacker that raises the names must leave "someone" ahead.
 from __future__ import annotations
 
 from reveal_release.train.losses.base import FORGET_LOSSES
-from reveal_release.train.losses.generic_dpo import GenericDPO
+from reveal_release.train.losses.generic_dpo import GenericDPO, dpo_loss
 
 
 @FORGET_LOSSES.register("generic-pref")
@@ -22,7 +22,5 @@ class GenericPreference(GenericDPO):
     needs_reference = False
 
     def __call__(self, logp, n, ref_logp, cfg):
-        import torch.nn.functional as F
-
         rejected, chosen = logp
-        return (2.0 / cfg.beta) * F.softplus(-cfg.beta * (chosen - rejected)).mean()
+        return dpo_loss(rejected, chosen, 0.0, 0.0, cfg.beta)  # DPO's margin, references at 0
