@@ -74,9 +74,13 @@ def record_exit(code: object) -> bool:
     path = os.environ.get(STATUS_VAR)
     if not path or os.environ.get("RANK", "0") != "0":
         return False
-    number = code if isinstance(code, int) else (0 if code is None else 1)
-    Path(path).write_text(str(number))
+    Path(path).write_text(str(exit_code(code)))
     return True
+
+
+def exit_code(code: object) -> int:
+    """The process exit code a SystemExit's code stands for (None: 0; a message: 1)."""
+    return code if isinstance(code, int) else (0 if code is None else 1)
 
 
 def die_with_launcher() -> None:
