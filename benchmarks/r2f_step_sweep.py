@@ -28,8 +28,9 @@ COLUMNS = ["variant", "updates", "held-out", "int4-g128", "retain/base", "ppl/ba
            "in budget", "s/round"]  # fmt: skip
 
 
-def release(reveal: Path, folder: Path, args: list[str]) -> dict:
-    """Round 1's metrics of `rr release --rounds 1 ARGS` in a copy of the revealed run."""
+def release(reveal: Path, folder: Path, args: list[str], rr: list[str] | None = None) -> dict:
+    """Round 1's metrics of `rr release --rounds 1 ARGS` in a copy of the revealed run (`rr`:
+    the command that runs rr, this Python's `-m reveal_release` unless given)."""
     if not (folder / "round-1" / "metrics.json").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(
@@ -38,9 +39,9 @@ def release(reveal: Path, folder: Path, args: list[str]) -> dict:
         manifest = json.loads((folder / "run.json").read_text())
         manifest["stages"] = {"reveal": manifest["stages"]["reveal"]}
         (folder / "run.json").write_text(json.dumps(manifest, indent=1))
-        cmd = [sys.executable, "-m", "reveal_release", "release", "--run", str(folder),
-               "--rounds", "1", *args]  # fmt: skip
-        print("$ rr", " ".join(cmd[3:]), flush=True)
+        rr = rr or [sys.executable, "-m", "reveal_release"]
+        cmd = [*rr, "release", "--run", str(folder), "--rounds", "1", *args]
+        print("$ rr", " ".join(cmd[len(rr) :]), flush=True)
         with open(folder.parent / f"{folder.name}.log", "w") as log:
             code = subprocess.call(cmd, stdout=log, stderr=log)
         if code != 0:

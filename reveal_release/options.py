@@ -93,6 +93,11 @@ def fraction() -> Check:
     return _bound(lambda v: 0 <= v <= 1, "must be in [0, 1]")
 
 
+def below_one() -> Check:
+    """0 <= value < 1."""
+    return _bound(lambda v: 0 <= v < 1, "must be in [0, 1)")
+
+
 def open_fraction() -> Check:
     """0 < value <= 1."""
     return _bound(lambda v: 0 < v <= 1, "must be in (0, 1]")

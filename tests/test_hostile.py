@@ -33,6 +33,7 @@ FAST = ["--steps", "20", "--checkpoint-every", "2", "--probes", "3", "--qa", "4"
         (["generate", "--max-new-tokens", "0", "hi"], ["'--max-new-tokens'", "equal to 1"]),
         (["eval", "--run", "x", "--model", "y"], ["--run"]),
         (["release", "--run", "x", "--device", "gpu"], ["unknown device 'gpu'", "cuda:N"]),
+        (["release", "--run", "x", "--r2f-momentum", "1"], ["--r2f-momentum must be in [0, 1)"]),
     ],
     ids=[
         "unknown-option",
@@ -46,6 +47,7 @@ FAST = ["--steps", "20", "--checkpoint-every", "2", "--probes", "3", "--qa", "4"
         "new-tokens-zero",
         "run-and-model",
         "unknown-device",
+        "momentum-of-one",
     ],  # fmt: skip
 )
 def test_command_line_mistakes_get_one_line(args, needles, tmp_path):

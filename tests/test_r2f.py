@@ -357,6 +357,69 @@ def test_the_r2f_step_moves_each_layer_by_its_share_of_the_weight_norm(
         assert torch.allclose(deltas[0.02][key], 2 * d, rtol=1e-3, atol=1e-7)  # not --lr's
 
 
+def test_a_step_along_a_given_gradient_moves_each_layer_against_it(fitted, tiny_model):
+    # benchmarks/r2f_oracle.py's true-gradient row: `gradient` replaces the decoding, and the
+    # layer moves by step_size along -g/||g||; without it the step follows the decoder.
+    from reveal_release.r2f.step import decoded_step
+
+    dec, _, _ = fitted
+    model = _llama(tiny_model.tokenizer, 64, 2)
+    layers = linear_layers(model, KINDS)
+    views = [random_a(layers, dec.rank, seed=s) for s in range(dec.views)]
+    cap = Capture()
+    for a in views:  # one pass per view; the true gradients add up over them
+        capture(model, layers, nll_loss(_batch(tiny_model.tokenizer)), a, cap, True, 64)
+    mods = dict(model.named_modules())
+    before = {ly.name: mods[ly.name].weight.detach().clone() for ly in layers}
+    sizes = {ly.name: 0.01 for ly in layers}
+    true = lambda ly: cap.true[ly.name]  # noqa: E731
+    norms = decoded_step(dec, layers, mods, cap, views, sizes, gradient=true)
+    for ly, n in zip(layers, norms, strict=True):
+        g = cap.true[ly.name]
+        assert n == pytest.approx(float(g.norm()), rel=1e-6)
+        moved = mods[ly.name].weight - before[ly.name]
+        torch.testing.assert_close(moved, -0.01 * g / g.norm(), rtol=1e-3, atol=1e-7)
+    for ly in layers:
+        mods[ly.name].weight.data.copy_(before[ly.name])
+    decoded_step(dec, layers, mods, cap, views, sizes)
+    ly = layers[0]
+    moved = mods[ly.name].weight - before[ly.name]
+    assert not torch.allclose(moved, -0.01 * cap.true[ly.name] / cap.true[ly.name].norm())
+
+
+def test_momentum_keeps_the_direction_noisy_steps_share():
+    # --r2f-momentum: unit directions averaged over steps, each weighted by 1 - beta; beta 0
+    # steps along each step's own. Decoded gradients at cosine about 0.5 to the true one:
+    # the average's cosine is well above a single step's.
+    from reveal_release.r2f.step import Momentum
+
+    gen = torch.Generator().manual_seed(0)
+    true = torch.randn(32, 48, generator=gen)
+    true /= true.norm()
+
+    def noisy() -> torch.Tensor:
+        noise = torch.randn(32, 48, generator=gen)
+        g = true + 1.7 * noise / noise.norm()
+        return g / g.norm()
+
+    off, on = Momentum(0.0), Momentum(0.9)
+    unit = noisy()
+    assert torch.equal(off("w", unit), unit)
+    first = on("w", unit)
+    torch.testing.assert_close(first, unit)  # the average starts at the first step
+    second = noisy()
+    want = 0.9 * unit + 0.1 * second
+    torch.testing.assert_close(on("w", second), want / want.norm())
+    singles, heads = [], []
+    for _ in range(40):
+        unit = noisy()
+        singles.append(float((unit * true).sum()))
+        heads.append(float((on("w", unit) * true).sum()))
+    assert 0.4 < sum(singles) / 40 < 0.65
+    assert sum(heads[-10:]) / 10 > 0.85
+    assert set(on.avg) == {"w"} and not off.avg
+
+
 def test_the_retain_guard_takes_back_half_a_step_until_the_retain_loss_holds(
     fitted, tiny_model, tmp_path
 ):

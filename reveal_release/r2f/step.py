@@ -3,7 +3,7 @@ subspaces, step the weights along it; and the round's change as a rank-r module.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from reveal_release.r2f.decoder import SubspaceDecoder, input_basis
@@ -33,6 +33,26 @@ def low_rank(delta: Any, rank: int) -> tuple[Any, Any]:
     return vh[:r].contiguous(), (u[:, :r] * s[:r]).contiguous()
 
 
+class Momentum:
+    """Each layer's running direction: an exponential average of its unit decoded gradients.
+    A step's decoded gradient is its true one plus an error that a fresh sketch draws anew
+    (held-out cosine about 0.5 on the embedded model); the average keeps the part the steps
+    share. beta 0 steps along each step's own direction."""
+
+    def __init__(self, beta: float = 0.0):
+        self.beta = beta
+        self.avg: dict[str, Any] = {}
+
+    def __call__(self, name: str, unit: Any) -> Any:
+        """The unit direction to step along, given this step's unit decoded gradient."""
+        if not self.beta:
+            return unit
+        prev = self.avg.get(name)
+        avg = unit if prev is None else self.beta * prev + (1 - self.beta) * unit
+        self.avg[name] = avg
+        return avg / avg.norm()
+
+
 def decoded_step(
     dec: SubspaceDecoder,
     layers: Sequence[Layer],
@@ -42,28 +62,31 @@ def decoded_step(
     step_size: Mapping[str, float],
     protect: Mapping[str, Any] | None = None,
     applied: dict[str, Any] | None = None,
+    gradient: Callable[[Layer], Any] | None = None,
+    heading: Momentum | None = None,
 ) -> list[float]:
     """Step each layer's weights by step_size[name] along its decoded gradient (earlier
     rounds' subspaces removed); returns the decoded gradients' norms (and, in `applied`, each
-    layer's change, so a caller can take part of it back)."""
+    layer's change, so a caller can take part of it back). `gradient` replaces the decoding
+    (benchmarks/r2f_oracle.py steps along the true gradient to tell the decoder's part);
+    `heading` turns each unit gradient into the direction stepped along (--r2f-momentum)."""
     import torch
+
+    def decoded(ly: Layer) -> Any:
+        sketches, a = cap.sketches[ly.name], [a[ly.name] for a in a_views]
+        return dec.decode(ly.kind, ly.depth, sketches, a, input_basis(cap.inputs[ly.name]))
 
     norms = []
     with torch.no_grad():
         for ly in layers:
-            g = dec.decode(
-                ly.kind,
-                ly.depth,
-                cap.sketches[ly.name],
-                [a[ly.name] for a in a_views],
-                input_basis(cap.inputs[ly.name]),
-            )
+            g = (gradient or decoded)(ly)
             q = (protect or {}).get(ly.name)
             if q is not None:  # no component in earlier rounds' subspaces
                 g = g - (g @ q.to(g.device)) @ q.T.to(g.device)
             w, gn = mods[ly.name].weight, float(g.norm())
             if gn > 0:
-                change = -(step_size[ly.name] / gn) * g.to(w.dtype)
+                unit = (heading or Momentum())(ly.name, g / gn)
+                change = -step_size[ly.name] * unit.to(w.dtype)
                 w += change
                 if applied is not None:
                     applied[ly.name] = change

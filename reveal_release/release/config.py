@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from reveal_release.errors import RRError
-from reveal_release.options import at_least, fraction, non_negative, option, positive
+from reveal_release.options import (
+    at_least,
+    below_one,
+    fraction,
+    non_negative,
+    option,
+    positive,
+)
 from reveal_release.train.config import DEFAULT_MODULES, LoraSpec, ObjectiveConfig, OptimConfig
 
 __all__ = ["DEFAULT_MODULES", "ReleaseConfig"]
@@ -44,6 +51,12 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         "With --update r2f: each step moves every adapted layer along its decoded gradient by "
         "this fraction of the layer's weight norm (R2F's own step size; --lr is LoRA's).",
         check=positive(),
+    )
+    r2f_momentum: float = option(
+        0.0,
+        "With --update r2f: step along an average of the steps' decoded gradient directions, "
+        "each step's weighted by 1 - this (0: each step's own).",
+        check=below_one(),
     )
     r2f_retain_guard: float = option(
         0.0,

@@ -90,6 +90,7 @@ class _Round:
     mods: dict[str, Any]
     original: dict[str, Any]
     protect: dict[str, Any]
+    heading: Any  # r2f.step.Momentum
 
 
 def _prepare(inp: RoundInputs) -> _Round:
@@ -100,7 +101,7 @@ def _prepare(inp: RoundInputs) -> _Round:
     from reveal_release.r2f.decoder import load_decoder
     from reveal_release.r2f.paraphrase import paraphrases
     from reveal_release.r2f.sketch import linear_layers
-    from reveal_release.r2f.step import earlier_bases
+    from reveal_release.r2f.step import Momentum, earlier_bases
 
     cfg, model, tok = inp.cfg, inp.model, inp.tokenizer
     dec = load_decoder(Path(cfg.decoder))
@@ -121,7 +122,8 @@ def _prepare(inp: RoundInputs) -> _Round:
         )  # fmt: skip
     original = {ly.name: mods[ly.name].weight.detach().clone() for ly in layers}
     protect = earlier_bases(inp.earlier_a, module_name)
-    return _Round(inp, dec, layers, rows, views, ref, mods, original, protect)
+    heading = Momentum(cfg.r2f_momentum)
+    return _Round(inp, dec, layers, rows, views, ref, mods, original, protect, heading)
 
 
 def view_passes(views: int, per_pass: int) -> list[list[int]]:
@@ -169,7 +171,9 @@ def _step(r: _Round, step: int) -> dict:
     if cfg.r2f_retain_guard and retain is not None:
         applied = {}
         before = _retain_nll(inp.model, retain) if before is None else before
-    norms = decoded_step(r.dec, r.layers, r.mods, cap, a_views, scale, r.protect, applied)
+    norms = decoded_step(
+        r.dec, r.layers, r.mods, cap, a_views, scale, r.protect, applied, heading=r.heading
+    )
     entry = {"step": step + 1, "loss": forget_loss - retain_term, "forget": forget_loss,
              "grad_norm": sum(norms) / len(norms)}  # fmt: skip
     if applied is not None:
