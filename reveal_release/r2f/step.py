@@ -76,16 +76,17 @@ def decoded_step(
         sketches, a = cap.sketches[ly.name], [a[ly.name] for a in a_views]
         return dec.decode(ly.kind, ly.depth, sketches, a, input_basis(cap.inputs[ly.name]))
 
+    gradient, heading = gradient or decoded, heading or Momentum()
     norms = []
     with torch.no_grad():
         for ly in layers:
-            g = (gradient or decoded)(ly)
+            g = gradient(ly)
             q = (protect or {}).get(ly.name)
             if q is not None:  # no component in earlier rounds' subspaces
                 g = g - (g @ q.to(g.device)) @ q.T.to(g.device)
             w, gn = mods[ly.name].weight, float(g.norm())
             if gn > 0:
-                unit = (heading or Momentum())(ly.name, g / gn)
+                unit = heading(ly.name, g / gn)
                 change = -step_size[ly.name] * unit.to(w.dtype)
                 w += change
                 if applied is not None:

@@ -11,14 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from reveal_release.errors import RRError
-from reveal_release.options import (
-    at_least,
-    below_one,
-    fraction,
-    non_negative,
-    option,
-    positive,
-)
+from reveal_release.options import at_least, below_one, fraction, non_negative, option, positive
 from reveal_release.train.config import DEFAULT_MODULES, LoraSpec, ObjectiveConfig, OptimConfig
 
 __all__ = ["DEFAULT_MODULES", "ReleaseConfig"]
