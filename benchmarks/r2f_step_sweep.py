@@ -1,7 +1,7 @@
 """R2F's step size, swept on one revealed run, beside a LoRA round at the same number of updates.
 
     python benchmarks/r2f_step_sweep.py --reveal runs/code96 --decoder decoders/smollm2 \
-        --out runs/r2f-sweep --steps 1e-4,3e-4,1e-3
+        --out runs/r2f-sweep --steps 1e-4,3e-4,1e-3 [--precondition factored] [--momentum 0.9]
 
 Each row is a real one-round `rr release` in its own copy of the revealed run (a finished row is
 read back, not rerun): `--update lora`, then `--update r2f --r2f-step S` for each S, and the
@@ -69,16 +69,25 @@ def main() -> None:
     ap.add_argument("--guard", type=float, default=0.005, help="The guard of those rows (nats).")
     ap.add_argument("--no-single", action="store_true", help="Skip the single-step row.")
     ap.add_argument("--no-lora", action="store_true", help="Skip the LoRA row.")
+    ap.add_argument("--precondition", default="none", help="--r2f-precondition of the R2F rows.")
+    ap.add_argument("--momentum", type=float, default=0.0, help="--r2f-momentum of the R2F rows.")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     n = ["--steps", str(args.updates)]
     r2f = ["--update", "r2f", "--decoder", str(args.decoder)]
+    tag = ""  # the R2F rows' options past the defaults, in their names and folders
+    if args.precondition != "none":
+        r2f += ["--r2f-precondition", args.precondition]
+        tag += f" {args.precondition}"
+    if args.momentum:
+        r2f += ["--r2f-momentum", str(args.momentum)]
+        tag += f" m{args.momentum:g}"
     variants = {} if args.no_lora else {"lora": [*n]}
     sizes = [float(s) for s in args.steps.split(",")]
     for s in sizes:
-        variants[f"r2f step {s:g}"] = [*r2f, *n, "--r2f-step", str(s)]
+        variants[f"r2f step {s:g}{tag}"] = [*r2f, *n, "--r2f-step", str(s)]
     for s in [float(x) for x in args.guarded.split(",") if x]:
-        variants[f"r2f step {s:g} guard {args.guard:g}"] = [
+        variants[f"r2f step {s:g}{tag} guard {args.guard:g}"] = [
             *r2f,
             *n,
             "--r2f-step",
@@ -88,7 +97,7 @@ def main() -> None:
         ]
     if not args.no_single:
         big = max(sizes) * args.updates
-        variants[f"r2f single step {big:g}"] = [*r2f, "--steps", "1", "--r2f-step", str(big)]
+        variants[f"r2f single step {big:g}{tag}"] = [*r2f, "--steps", "1", "--r2f-step", str(big)]
     rows = []
     for name, extra in variants.items():
         folder = args.out / name.replace(" ", "-")  # a later call reads a finished row back

@@ -34,6 +34,10 @@ FAST = ["--steps", "20", "--checkpoint-every", "2", "--probes", "3", "--qa", "4"
         (["eval", "--run", "x", "--model", "y"], ["--run"]),
         (["release", "--run", "x", "--device", "gpu"], ["unknown device 'gpu'", "cuda:N"]),
         (["release", "--run", "x", "--r2f-momentum", "1"], ["--r2f-momentum must be in [0, 1)"]),
+        (
+            ["release", "--run", "x", "--r2f-precondition", "adam"],
+            ["unknown preconditioner 'adam': choose none, factored, whiten"],
+        ),
     ],
     ids=[
         "unknown-option",
@@ -48,6 +52,7 @@ FAST = ["--steps", "20", "--checkpoint-every", "2", "--probes", "3", "--qa", "4"
         "run-and-model",
         "unknown-device",
         "momentum-of-one",
+        "unknown-preconditioner",
     ],  # fmt: skip
 )
 def test_command_line_mistakes_get_one_line(args, needles, tmp_path):

@@ -355,12 +355,25 @@ def test_the_r2f_step_moves_each_layer_by_its_share_of_the_weight_norm(
         assert float(d.norm()) <= 0.01 * float(w.norm()) * 1.001  # rank-4 part of that step
         assert float(d.norm()) > 0.2 * 0.01 * float(w.norm())
         assert torch.allclose(deltas[0.02][key], 2 * d, rtol=1e-3, atol=1e-7)  # not --lr's
+    # each preconditioner steps the same size along another direction
+    for name in ("factored", "whiten"):
+        cfg = ReleaseConfig(update="r2f", decoder=str(path), r2f_step=0.01, steps=1, batch_size=2,
+                            rank=4, target_modules=KINDS, r2f_precondition=name)  # fmt: skip
+        UPDATES.get("r2f")(
+            RoundInputs(model=model, tokenizer=tiny_model.tokenizer, forget=rows, retain=[],
+                        earlier_a=[], cfg=cfg, round_=1, workdir=tmp_path, on_step=None),
+            tmp_path / name,
+        )  # fmt: skip
+        for key, d in delta_weights(tmp_path / name).items():
+            w = weights[key.removeprefix("base_model.model.") + ".weight"]
+            assert float(d.norm()) <= 0.01 * float(w.norm()) * 1.001
+            assert not torch.allclose(d, deltas[0.01][key], atol=1e-6), (name, key)
 
 
 def test_a_step_along_a_given_gradient_moves_each_layer_against_it(fitted, tiny_model):
     # benchmarks/r2f_oracle.py's true-gradient row: `gradient` replaces the decoding, and the
     # layer moves by step_size along -g/||g||; without it the step follows the decoder.
-    from reveal_release.r2f.step import decoded_step
+    from reveal_release.r2f.step import Factored, decoded_step
 
     dec, _, _ = fitted
     model = _llama(tiny_model.tokenizer, 64, 2)
@@ -385,6 +398,15 @@ def test_a_step_along_a_given_gradient_moves_each_layer_against_it(fitted, tiny_
     ly = layers[0]
     moved = mods[ly.name].weight - before[ly.name]
     assert not torch.allclose(moved, -0.01 * cap.true[ly.name] / cap.true[ly.name].norm())
+    # --r2f-precondition factored: the same step along the preconditioned gradient instead
+    for ly in layers:
+        mods[ly.name].weight.data.copy_(before[ly.name])
+    decoded_step(dec, layers, mods, cap, views, sizes, gradient=true, precondition=Factored())
+    for ly in layers:
+        p = Factored()("w", cap.true[ly.name])
+        moved = mods[ly.name].weight - before[ly.name]
+        torch.testing.assert_close(moved, -0.01 * p / p.norm(), rtol=1e-3, atol=1e-7)
+        assert not torch.allclose(moved, -0.01 * cap.true[ly.name] / cap.true[ly.name].norm())
 
 
 def test_momentum_keeps_the_direction_noisy_steps_share():
@@ -418,6 +440,46 @@ def test_momentum_keeps_the_direction_noisy_steps_share():
     assert 0.4 < sum(singles) / 40 < 0.65
     assert sum(heads[-10:]) / 10 > 0.85
     assert set(on.avg) == {"w"} and not off.avg
+
+
+def test_the_factored_preconditioner_scales_rows_and_columns_as_adafactor_does():
+    # --r2f-precondition factored: the gradient over sqrt(r c^T / mean(r)), r and c the running
+    # means of its squares' rows and columns. Its rank is kept (a row and column scaling), a
+    # gradient whose magnitudes are a row scale times a column scale becomes its signs (Adam's
+    # first step), and a later step divides by the decayed means.
+    from reveal_release.r2f.step import Factored
+
+    gen = torch.Generator().manual_seed(0)
+    rows, cols = torch.rand(24, generator=gen) + 0.1, torch.rand(40, generator=gen) * 100 + 0.1
+    signs = torch.randint(0, 2, (24, 40), generator=gen).float() * 2 - 1
+    pre = Factored(beta2=0.5)
+    torch.testing.assert_close(pre("w", signs * rows[:, None] * cols[None, :]), signs)
+    low = torch.randn(24, 3, generator=gen) @ torch.randn(3, 40, generator=gen)
+    g2 = low**2 + pre.eps
+    r = 0.5 * (signs * rows[:, None] * cols[None, :]) ** 2 + 0.5 * g2
+    want = low * (r.mean(1).mean().sqrt() / r.mean(1).sqrt()[:, None] / r.mean(0).sqrt()[None, :])
+    got = pre("w", low)
+    torch.testing.assert_close(got, want)
+    assert torch.linalg.matrix_rank(got) == 3
+    assert set(pre.state) == {"w"}
+
+
+def test_whitening_divides_the_gradient_by_the_damped_input_covariance():
+    # --r2f-precondition whiten: g (X^T X / n + lam I)^-1, lam = damping x the covariance's
+    # mean eigenvalue; an input direction seen 100x as strongly is stepped along ~100x less.
+    from reveal_release.r2f.step import Whiten
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 16, generator=gen)
+    x[:, 0] *= 10  # one loud input direction (variance 100x)
+    g = torch.randn(8, 16, generator=gen)
+    got = Whiten(damping=0.1)("w", g, [x[:120], x[120:]])
+    cov = x.T @ x / 200
+    lam = 0.1 * float(cov.diagonal().mean())
+    torch.testing.assert_close(got @ (cov + lam * torch.eye(16)), g, rtol=1e-4, atol=1e-5)
+    loud = (got[:, 0].norm() / g[:, 0].norm()) / (got[:, 1:].norm() / g[:, 1:].norm())
+    assert loud < 0.05
+    assert torch.equal(Whiten()("w", g, None), g)  # no inputs kept: the gradient as it is
 
 
 def test_the_retain_guard_takes_back_half_a_step_until_the_retain_loss_holds(
@@ -489,7 +551,7 @@ def test_subnormals_are_flushed_only_while_sketches_are_taken():
     assert float(tiny * 1.0) != 0.0
 
 
-def test_lora_only_options_are_refused_when_given_and_dropped_when_a_spec_sets_them(
+def test_options_of_the_other_update_are_refused_when_given_and_dropped_when_a_spec_sets_them(
     fitted, revealed, tmp_path, capsys
 ):
     from reveal_release.release.command import _settings
@@ -506,6 +568,15 @@ def test_lora_only_options_are_refused_when_given_and_dropped_when_a_spec_sets_t
     assert out.returncode == 2 and len(lines) == 1, out.stderr
     assert "--loss, --tamper-steps work with --update lora only, not --update r2f" in lines[0]
     assert not (run / "round-1").exists()
+    # and the other way round: R2F's own options given to a LoRA release
+    out = run_rr(
+        "release", "--run", str(run), "--r2f-step", "1e-3", "--r2f-precondition", "factored"
+    )
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    want = "--r2f-step, --r2f-precondition work with --update r2f only, not --update lora"
+    assert want in lines[0]
+    assert not (run / "round-1").exists()
     # The person spec sets generic-dpo, a simulated attacker and a gain: R2F keeps the gain
     # (rounding is every update's) and puts the LoRA-only ones back to their defaults.
     person = load_target("person")
@@ -517,8 +588,6 @@ def test_lora_only_options_are_refused_when_given_and_dropped_when_a_spec_sets_t
     )  # fmt: skip
     assert got.snap_gain == 2 and got.unused_by_update() == {}
     said = capsys.readouterr()
-    assert "--update r2f trains NPO minus the retain NLL and does not use --loss" in (
-        said.out + said.err
-    )
+    assert "--update r2f does not use --loss" in (said.out + said.err)
     lora = _settings(ReleaseConfig(), person, "default", frozenset(), "hf")
     assert lora.loss == "generic-dpo" and lora.tamper_steps == 3

@@ -53,6 +53,56 @@ class Momentum:
         return avg / avg.norm()
 
 
+class Factored:
+    """Adafactor's factored second moment (Shazeer & Stern, arXiv 1804.04235) as R2F's
+    preconditioner: each layer keeps running means of its squared gradient's rows and columns,
+    V = r c^T / mean(r), and a step divides the gradient by sqrt(V) elementwise, as Adam does,
+    at d_out + d_in numbers per layer instead of two moments per weight. Because V has rank
+    one the division is a scaling of rows and of columns, so the gradient keeps its rank.
+    beta2 is the running means' decay (the first step's own means start them)."""
+
+    def __init__(self, beta2: float = 0.9, eps: float = 1e-30):
+        self.beta2, self.eps = beta2, eps
+        self.state: dict[str, tuple[Any, Any]] = {}
+
+    def __call__(self, name: str, g: Any, inputs: Any = None) -> Any:
+        """The preconditioned gradient of layer `name` (the running means updated)."""
+        g2 = g.float() ** 2 + self.eps
+        rows, cols = g2.mean(dim=1), g2.mean(dim=0)
+        prev = self.state.get(name)
+        if prev is not None:
+            b = self.beta2
+            rows, cols = b * prev[0] + (1 - b) * rows, b * prev[1] + (1 - b) * cols
+        self.state[name] = (rows, cols)
+        scaled = g.float() * rows.mean().sqrt() / rows.sqrt()[:, None] / cols.sqrt()[None, :]
+        return scaled.to(g.dtype)
+
+
+class Whiten:
+    """K-FAC's input factor as R2F's preconditioner: each gradient times the inverse of the
+    layer's input covariance (damped by `damping` x its mean eigenvalue), from the inputs the
+    step's sketches kept, so that the step moves the outputs along the input directions the
+    layer sees least as much as along those it sees most."""
+
+    def __init__(self, damping: float = 0.1):
+        self.damping = damping
+
+    def __call__(self, name: str, g: Any, inputs: Any = None) -> Any:
+        """g (X^T X / n + damping I)^-1 for the layer's kept inputs X (g itself without any)."""
+        import torch
+
+        if not inputs:
+            return g
+        x = torch.cat(list(inputs)).to(g.device, torch.float32)
+        cov = x.T @ x / x.shape[0]
+        damp = self.damping * float(cov.diagonal().mean()) or 1.0
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        return torch.linalg.solve(cov + damp * eye, g.float().T).T.to(g.dtype)
+
+
+PRECONDITIONERS = {"factored": Factored, "whiten": Whiten}
+
+
 def decoded_step(
     dec: SubspaceDecoder,
     layers: Sequence[Layer],
@@ -64,12 +114,14 @@ def decoded_step(
     applied: dict[str, Any] | None = None,
     gradient: Callable[[Layer], Any] | None = None,
     heading: Momentum | None = None,
+    precondition: Factored | Whiten | None = None,
 ) -> list[float]:
     """Step each layer's weights by step_size[name] along its decoded gradient (earlier
     rounds' subspaces removed); returns the decoded gradients' norms (and, in `applied`, each
     layer's change, so a caller can take part of it back). `gradient` replaces the decoding
     (benchmarks/r2f_oracle.py steps along the true gradient to tell the decoder's part);
-    `heading` turns each unit gradient into the direction stepped along (--r2f-momentum)."""
+    `heading` turns each unit gradient into the direction stepped along (--r2f-momentum);
+    `precondition` rescales each gradient before that (--r2f-precondition)."""
     import torch
 
     def decoded(ly: Layer) -> Any:
@@ -81,6 +133,8 @@ def decoded_step(
     with torch.no_grad():
         for ly in layers:
             g = gradient(ly)
+            if precondition is not None:  # before the projection, which it would undo
+                g = precondition(ly.name, g, cap.inputs.get(ly.name))
             q = (protect or {}).get(ly.name)
             if q is not None:  # no component in earlier rounds' subspaces
                 g = g - (g @ q.to(g.device)) @ q.T.to(g.device)

@@ -64,27 +64,28 @@ def _settings(
         _check_options(cfg, backend)
         say(f"target {spec.identity()} sets {flags} (its spec; an option you give wins)")
     cfg.check_pairs()
-    return _drop_lora_only(cfg, explicit, spec)
+    return _drop_unused(cfg, explicit, spec)
 
 
-def _drop_lora_only(cfg: ReleaseConfig, explicit: frozenset[str], spec: Any) -> ReleaseConfig:
-    """With --update r2f: a LoRA-only option given is an error; one a spec or preset set is
-    put back to its default, and said."""
+def _drop_unused(cfg: ReleaseConfig, explicit: frozenset[str], spec: Any) -> ReleaseConfig:
+    """An option of the other update rule given is an error; one a spec or preset set is put
+    back to its default, and said."""
     from reveal_release.console import say
 
     unused = cfg.unused_by_update()
     given = [k for k in unused if k in explicit]
     if given:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        other = "r2f" if cfg.update == "lora" else "lora"
         raise RRError(
-            f"{flags} work with --update lora only, not --update {cfg.update}: drop them or "
-            "give --update lora"
+            f"{flags} work with --update {other} only, not --update {cfg.update}: drop them or "
+            f"give --update {other}"
         )
     if unused:
         flags = " ".join(f"--{k.replace('_', '-')}" for k in unused)
-        say(f"--update {cfg.update} trains NPO minus the retain NLL and does not use {flags} "
-            f"(set for target {spec.identity()} or the preset): left at the defaults")  # fmt: skip
-        cfg = cfg.lora_only_at_defaults()
+        say(f"--update {cfg.update} does not use {flags} (set for target {spec.identity()} or "
+            "the preset): left at the defaults")  # fmt: skip
+        cfg = cfg.unused_at_defaults()
     return cfg
 
 

@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from reveal_release.errors import RRError
-from reveal_release.options import at_least, below_one, fraction, non_negative, option, positive
+from reveal_release.options import (
+    at_least,
+    below_one,
+    fraction,
+    non_negative,
+    one_of,
+    option,
+    positive,
+)
 from reveal_release.train.config import DEFAULT_MODULES, LoraSpec, ObjectiveConfig, OptimConfig
 
 __all__ = ["DEFAULT_MODULES", "ReleaseConfig"]
@@ -26,6 +34,11 @@ LORA_ONLY = (
     "loss", "retain_loss", "alpha", "lr", "orth_weight", "l2_weight", "max_epochs", "focus",
     "qat", "qat_weight", "fp_weight", "sam_rho", "mask", "tamper_steps", "tamper_lr",
     "tamper_weight", "tamper_beta", "tamper_loss", "tamper_every", "tamper_quant",
+)  # fmt: skip
+# Options only an R2F round reads.
+R2F_ONLY = (
+    "decoder", "r2f_step", "r2f_momentum", "r2f_precondition", "r2f_retain_guard",
+    "r2f_views_per_pass",
 )  # fmt: skip
 
 
@@ -50,6 +63,15 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         "With --update r2f: step along an average of the steps' decoded gradient directions, "
         "each step's weighted by 1 - this (0: each step's own).",
         check=below_one(),
+    )
+    r2f_precondition: str = option(
+        "none",
+        "With --update r2f: factored divides each decoded gradient by the square root of a "
+        "factored running mean of its squares (Adafactor's second moment: Adam's scaling at "
+        "d_in + d_out numbers a layer) before the step; whiten multiplies it by the inverse "
+        "of the layer's input covariance (K-FAC's input factor); none: the gradient as "
+        "decoded.",
+        check=one_of("preconditioner", "none", "factored", "whiten"),
     )
     r2f_retain_guard: float = option(
         0.0,
@@ -153,14 +175,13 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
             raise RRError("--update r2f needs --decoder PATH (make one with `rr r2f fit`)")
 
     def unused_by_update(self) -> dict[str, object]:
-        """The LoRA-only options set away from their defaults when the update rule is not LoRA
-        (name -> value; empty for --update lora)."""
-        if self.update == "lora":
-            return {}
+        """The options of the other update rule set away from their defaults (name -> value):
+        the LoRA-only ones under --update r2f, the R2F-only ones under --update lora."""
         default = self._defaults()
-        return {k: getattr(self, k) for k in LORA_ONLY if getattr(self, k) != default[k]}
+        other = R2F_ONLY if self.update == "lora" else LORA_ONLY
+        return {k: getattr(self, k) for k in other if getattr(self, k) != default[k]}
 
-    def lora_only_at_defaults(self) -> ReleaseConfig:
+    def unused_at_defaults(self) -> ReleaseConfig:
         """The same config with every option unused_by_update() names put back to its default."""
         default = self._defaults()
         return replace(self, **{k: default[k] for k in self.unused_by_update()})

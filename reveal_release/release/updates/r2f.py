@@ -91,6 +91,7 @@ class _Round:
     original: dict[str, Any]
     protect: dict[str, Any]
     heading: Any  # r2f.step.Momentum
+    precondition: Any  # one of r2f.step.PRECONDITIONERS, or None
 
 
 def _prepare(inp: RoundInputs) -> _Round:
@@ -101,7 +102,7 @@ def _prepare(inp: RoundInputs) -> _Round:
     from reveal_release.r2f.decoder import load_decoder
     from reveal_release.r2f.paraphrase import paraphrases
     from reveal_release.r2f.sketch import linear_layers
-    from reveal_release.r2f.step import Momentum, earlier_bases
+    from reveal_release.r2f.step import PRECONDITIONERS, Momentum, earlier_bases
 
     cfg, model, tok = inp.cfg, inp.model, inp.tokenizer
     dec = load_decoder(Path(cfg.decoder))
@@ -123,7 +124,11 @@ def _prepare(inp: RoundInputs) -> _Round:
     original = {ly.name: mods[ly.name].weight.detach().clone() for ly in layers}
     protect = earlier_bases(inp.earlier_a, module_name)
     heading = Momentum(cfg.r2f_momentum)
-    return _Round(inp, dec, layers, rows, views, ref, mods, original, protect, heading)
+    make = PRECONDITIONERS.get(cfg.r2f_precondition)
+    precondition = make() if make else None
+    return _Round(
+        inp, dec, layers, rows, views, ref, mods, original, protect, heading, precondition
+    )
 
 
 def view_passes(views: int, per_pass: int) -> list[list[int]]:
@@ -172,8 +177,9 @@ def _step(r: _Round, step: int) -> dict:
         applied = {}
         before = _retain_nll(inp.model, retain) if before is None else before
     norms = decoded_step(
-        r.dec, r.layers, r.mods, cap, a_views, scale, r.protect, applied, heading=r.heading
-    )
+        r.dec, r.layers, r.mods, cap, a_views, scale, r.protect, applied,
+        heading=r.heading, precondition=r.precondition,
+    )  # fmt: skip
     entry = {"step": step + 1, "loss": forget_loss - retain_term, "forget": forget_loss,
              "grad_norm": sum(norms) / len(norms)}  # fmt: skip
     if applied is not None:
