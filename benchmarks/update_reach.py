@@ -47,17 +47,17 @@ def layer_inputs(loaded: Any, rows: list[dict], max_length: int = 256) -> dict[s
     return {n: torch.cat(v).float() for n, v in seen.items()}
 
 
-def reach(run: Path, weights: dict[str, Any], inputs: dict[str, Any]) -> dict[str, list]:
-    """Per projection kind, per layer: (weight-space, output-space) relative size of its change."""
+def reach(run: Path, weights: dict[str, Any], inputs: dict[str, Any]) -> list[tuple]:
+    """Per adapted layer: (weight-space, output-space) relative size of the round's change."""
     from reveal_release.train.lora import delta_weights
 
-    per: dict[str, list] = {}
+    pairs = []
     for key, delta in delta_weights(run / "round-1" / "adapter").items():
         name = key.removeprefix("base_model.model.")
         w, x = weights[name + ".weight"].float(), inputs[name]
         out = float((x @ delta.float().T).norm() / (x @ w.T).norm())
-        per.setdefault(name.rsplit(".", 1)[-1], []).append((float(delta.norm() / w.norm()), out))
-    return per
+        pairs.append((float(delta.norm() / w.norm()), out))
+    return pairs
 
 
 def main() -> None:
@@ -74,7 +74,7 @@ def main() -> None:
     weights = dict(loaded.model.named_parameters())
     rows = []
     for run in args.runs:
-        pairs = [p for v in reach(run, weights, inputs).values() for p in v]
+        pairs = reach(run, weights, inputs)
         w, o = (sum(p[i] for p in pairs) / len(pairs) for i in (0, 1))
         rows.append([run.name, f"{w:.4f}", f"{o:.4f}", f"{o / w:.1f}"])
     table("Relative change of each layer's weights and outputs, mean over layers",

@@ -20,6 +20,7 @@ from reveal_release.options import (
     option,
     positive,
 )
+from reveal_release.r2f.step import PRECONDITIONERS
 from reveal_release.train.config import DEFAULT_MODULES, LoraSpec, ObjectiveConfig, OptimConfig
 
 __all__ = ["DEFAULT_MODULES", "ReleaseConfig"]
@@ -71,7 +72,7 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         "d_in + d_out numbers a layer) before the step; whiten multiplies it by the inverse "
         "of the layer's input covariance (K-FAC's input factor); none: the gradient as "
         "decoded.",
-        check=one_of("preconditioner", "none", "factored", "whiten"),
+        check=one_of("preconditioner", "none", *PRECONDITIONERS),
     )
     r2f_retain_guard: float = option(
         0.0,
