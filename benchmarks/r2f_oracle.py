@@ -17,12 +17,11 @@ draws. Columns as in benchmarks/r2f_step_sweep.py.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from r2f_step_sweep import COLUMNS, release, row  # noqa: E402
+from r2f_step_sweep import COLUMNS, release, round_parser, row  # noqa: E402
 
 from reveal_release.console import table  # noqa: E402
 
@@ -48,12 +47,7 @@ def run_with_true_gradients(argv: list[str]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reveal", type=Path, required=True, help="A run folder after rr reveal.")
-    ap.add_argument("--decoder", type=Path, required=True, help="A decoder from rr r2f fit.")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--step", type=float, default=1e-4, help="R2F's relative step.")
-    ap.add_argument("--updates", type=int, default=16, help="Updates in the round.")
+    ap = round_parser(__doc__.splitlines()[0], 1e-4)
     ap.add_argument("--momentum", default="", help="--r2f-momentum values for more rows.")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,18 @@ def release(reveal: Path, folder: Path, args: list[str], rr: list[str] | None = 
     return json.loads((folder / "round-1" / "metrics.json").read_text())
 
 
+def round_parser(description: str, step: float) -> argparse.ArgumentParser:
+    """The options of a benchmark of one-round variants: the reveal, decoder, output folder,
+    R2F's relative step and the updates per round."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--reveal", type=Path, required=True, help="A run folder after rr reveal.")
+    ap.add_argument("--decoder", type=Path, required=True, help="A decoder from rr r2f fit.")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--step", type=float, default=step, help="R2F's relative step.")
+    ap.add_argument("--updates", type=int, default=16, help="Updates in the round.")
+    return ap
+
+
 def row(name: str, m: dict) -> list:
     """One table row from a round's metrics."""
     retain, ppl = m.get("retain_ratio"), m.get("ppl_ratio")

@@ -36,8 +36,24 @@ FAST = ["--steps", "20", "--checkpoint-every", "2", "--probes", "3", "--qa", "4"
         (["release", "--run", "x", "--r2f-momentum", "1"], ["--r2f-momentum must be in [0, 1)"]),
         (
             ["release", "--run", "x", "--r2f-precondition", "adam"],
-            ["unknown preconditioner 'adam': choose none, factored, whiten"],
+            ["unknown preconditioner 'adam': choose none, factored, whiten, galore"],
         ),
+        (
+            [
+                "release",
+                "--run",
+                "x",
+                "--update",
+                "r2f",
+                "--decoder",
+                "d",
+                "--r2f-precondition",
+                "galore",
+                "--r2f-momentum",
+                "0.9",
+            ],
+            ["--r2f-momentum does not combine with --r2f-precondition galore"],
+        ),  # fmt: skip
     ],
     ids=[
         "unknown-option",
@@ -53,6 +69,7 @@ FAST = ["--steps", "20", "--checkpoint-every", "2", "--probes", "3", "--qa", "4"
         "unknown-device",
         "momentum-of-one",
         "unknown-preconditioner",
+        "galore-with-momentum",
     ],  # fmt: skip
 )
 def test_command_line_mistakes_get_one_line(args, needles, tmp_path):

@@ -155,6 +155,54 @@ def test_views_in_one_pass_give_each_view_its_own_sketch(tiny_model):
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_the_retain_kl_term_holds_the_base_models_answer_distributions(tiny_model):
+    # --retain-loss kl under --update r2f: a * KL(base || model) over the retain answers'
+    # next-token distributions, the base's taken with the round's weights swapped out for one
+    # pass (the moved weights put back); 0 at the base, the hand-computed KL once a layer moved.
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from reveal_release.release.updates.r2f import _base_dists, round_loss
+    from reveal_release.train.data import IGNORE
+
+    tok = tiny_model.tokenizer
+    model = _llama(tok, 64, 2)
+    mods = dict(model.named_modules())
+    layers = linear_layers(model, KINDS)
+    original = {ly.name: mods[ly.name].weight.detach().clone() for ly in layers}
+    r = SimpleNamespace(inp=SimpleNamespace(model=model), mods=mods, original=original)
+    retain, forget = _batch(tok), _batch(tok)
+    cfg = SimpleNamespace(beta=0.1, retain_weight=0.5)
+
+    def forward(ids, mask, views=None, keep=0):
+        return model(input_ids=ids, attention_mask=mask).logits[:, -keep:]
+
+    def retain_term():
+        base = _base_dists(r, retain)
+        fn, report = round_loss(cfg, forget, [0, 0], torch.zeros(2), retain, base)
+        with torch.no_grad():
+            fn(forward)
+        return report["retain"]
+
+    assert retain_term() == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        moved = mods[layers[0].name].weight
+        moved += 2.0 * torch.randn(moved.shape, generator=torch.Generator().manual_seed(0))
+    after = moved.detach().clone()
+    got = retain_term()
+    torch.testing.assert_close(mods[layers[0].name].weight, after)  # put back
+    mask = retain["labels"][:, 1:] != IGNORE
+    with torch.no_grad():
+        cur = F.log_softmax(model(**{k: retain[k] for k in ("input_ids", "attention_mask")})
+                            .logits[:, :-1][mask], -1)  # fmt: skip
+        moved.copy_(original[layers[0].name])
+        base = F.log_softmax(model(**{k: retain[k] for k in ("input_ids", "attention_mask")})
+                             .logits[:, :-1][mask], -1)  # fmt: skip
+    want = 0.5 * float(F.kl_div(cur, base, log_target=True, reduction="batchmean"))
+    assert got == pytest.approx(want, rel=1e-4) and got > 1e-5
+
+
 def test_analytic_decoder_is_unbiased():
     gen = torch.Generator().manual_seed(0)
     g = torch.randn(6, 20, generator=gen)
@@ -355,8 +403,9 @@ def test_the_r2f_step_moves_each_layer_by_its_share_of_the_weight_norm(
         assert float(d.norm()) <= 0.01 * float(w.norm()) * 1.001  # rank-4 part of that step
         assert float(d.norm()) > 0.2 * 0.01 * float(w.norm())
         assert torch.allclose(deltas[0.02][key], 2 * d, rtol=1e-3, atol=1e-7)  # not --lr's
-    # each preconditioner steps the same size along another direction
-    for name in ("factored", "whiten"):
+    # each preconditioner steps the same size along another direction (galore's step has the
+    # module's rank, so the module keeps all of it)
+    for name in ("factored", "whiten", "galore"):
         cfg = ReleaseConfig(update="r2f", decoder=str(path), r2f_step=0.01, steps=1, batch_size=2,
                             rank=4, target_modules=KINDS, r2f_precondition=name)  # fmt: skip
         UPDATES.get("r2f")(
@@ -368,12 +417,14 @@ def test_the_r2f_step_moves_each_layer_by_its_share_of_the_weight_norm(
             w = weights[key.removeprefix("base_model.model.") + ".weight"]
             assert float(d.norm()) <= 0.01 * float(w.norm()) * 1.001
             assert not torch.allclose(d, deltas[0.01][key], atol=1e-6), (name, key)
+            if name == "galore":
+                assert float(d.norm()) == pytest.approx(0.01 * float(w.norm()), rel=1e-3)
 
 
 def test_a_step_along_a_given_gradient_moves_each_layer_against_it(fitted, tiny_model):
     # benchmarks/r2f_oracle.py's true-gradient row: `gradient` replaces the decoding, and the
     # layer moves by step_size along -g/||g||; without it the step follows the decoder.
-    from reveal_release.r2f.step import Factored, decoded_step
+    from reveal_release.r2f.step import Factored, Projected, decoded_step
 
     dec, _, _ = fitted
     model = _llama(tiny_model.tokenizer, 64, 2)
@@ -407,6 +458,16 @@ def test_a_step_along_a_given_gradient_moves_each_layer_against_it(fitted, tiny_
         moved = mods[ly.name].weight - before[ly.name]
         torch.testing.assert_close(moved, -0.01 * p / p.norm(), rtol=1e-3, atol=1e-7)
         assert not torch.allclose(moved, -0.01 * cap.true[ly.name] / cap.true[ly.name].norm())
+    # galore keeps Adam's magnitude, here far under norm 1 (a large eps): not renormalised
+    for ly in layers:
+        mods[ly.name].weight.data.copy_(before[ly.name])
+    pre = Projected(2, eps=1.0)
+    decoded_step(dec, layers, mods, cap, views, sizes, gradient=true, precondition=pre)
+    for ly in layers:
+        p = Projected(2, eps=1.0)("w", cap.true[ly.name])
+        assert float(p.norm()) < 0.5
+        moved = mods[ly.name].weight - before[ly.name]
+        torch.testing.assert_close(moved, -0.01 * p, rtol=1e-3, atol=1e-8)
 
 
 def test_momentum_keeps_the_direction_noisy_steps_share():
@@ -462,6 +523,54 @@ def test_the_factored_preconditioner_scales_rows_and_columns_as_adafactor_does()
     torch.testing.assert_close(got, want)
     assert torch.linalg.matrix_rank(got) == 3
     assert set(pre.state) == {"w"}
+
+
+def test_the_galore_preconditioner_runs_adam_on_a_fixed_rank_r_projection():
+    # --r2f-precondition galore: P = the first gradient's top-r left singular vectors, kept for
+    # the round; each step is P times Adam's bias-corrected step on P^T g over sqrt(r d_in)
+    # (the signs of P^T g at the first step: norm 1), so every step, and their sum, has rank r.
+    from reveal_release.r2f.step import Projected
+
+    gen = torch.Generator().manual_seed(0)
+    first = torch.randn(24, 40, generator=gen)
+    pre = Projected(rank=3, beta1=0.5, beta2=0.75)
+    p = torch.linalg.svd(first).U[:, :3]
+    got = pre("w", first)
+    torch.testing.assert_close(got, p @ torch.sign(p.T @ first) / 120**0.5)
+    assert float(got.norm()) == pytest.approx(1.0, rel=1e-5)
+    second = torch.randn(24, 40, generator=gen)
+    a, b = p.T @ first, p.T @ second
+    m, v = (0.25 * a + 0.5 * b) / 0.75, (0.1875 * a**2 + 0.25 * b**2) / 0.4375
+    got = pre("w", second)
+    want = p @ (m / (v.sqrt() + pre.eps)) / 120**0.5
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    total = sum(pre("w", torch.randn(24, 40, generator=gen)) for _ in range(5)) + got
+    assert torch.linalg.matrix_rank(total) == 3
+    assert torch.linalg.matrix_rank(first) == 24
+
+
+def test_galore_variants_a_random_input_basis_and_a_renewed_projection():
+    # basis "random" (LoRA-FA): a fixed orthonormal input basis Q drawn from the layer's name,
+    # the step Adam(g Q) Q^T; refresh k: P taken again from the gradient every k steps.
+    from reveal_release.r2f.step import Projected
+
+    gen = torch.Generator().manual_seed(1)
+    g1, g2 = torch.randn(24, 40, generator=gen), torch.randn(24, 40, generator=gen)
+    fa = Projected(rank=3, basis="random")
+    q = fa._basis("w", g1)
+    torch.testing.assert_close(q.T @ q, torch.eye(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(fa("w", g1), torch.sign(g1 @ q) @ q.T / 72**0.5)
+    torch.testing.assert_close(Projected(rank=3, basis="random")._basis("w", g2), q)
+    assert not torch.allclose(fa._basis("v", g1), q)
+    renew = Projected(rank=3, refresh=1)
+    renew("w", g1)
+    renew("w", g2)
+    p2 = torch.linalg.svd(g2).U[:, :3]
+    torch.testing.assert_close(renew.state["w"]["basis"], p2)
+    kept = Projected(rank=3)
+    kept("w", g1)
+    kept("w", g2)
+    torch.testing.assert_close(kept.state["w"]["basis"], torch.linalg.svd(g1).U[:, :3])
 
 
 def test_whitening_divides_the_gradient_by_the_damped_input_covariance():

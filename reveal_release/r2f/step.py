@@ -100,7 +100,60 @@ class Whiten:
         return torch.linalg.solve(cov + damp * eye, g.float().T).T.to(g.dtype)
 
 
-PRECONDITIONERS = {"factored": Factored, "whiten": Whiten}
+class Projected:
+    """GaLore (Zhao et al., arXiv 2403.03507) as R2F's preconditioner: each layer's decoded
+    gradient projected onto a rank-r basis, Adam's two moments kept on the projection, and
+    Adam's step mapped back. basis "gradient": the top-r left singular vectors of the round's
+    first gradient (GaLore's projection, renewed every `refresh` steps, 0: never); "random": a
+    fixed random orthonormal basis of the inputs, drawn from the layer's name (LoRA with its A
+    frozen, LoRA-FA, arXiv 2308.03303). With a fixed basis every step, and the round's change,
+    has rank r. `scaled`: the step keeps Adam's magnitude, its first step of norm 1 (so
+    --r2f-step sets the first step, and later ones shrink as Adam's do); else unit steps."""
+
+    def __init__(self, rank: int = 8, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 basis: str = "gradient", refresh: int = 0, scaled: bool = True):  # fmt: skip
+        self.rank, self.beta1, self.beta2, self.eps = rank, beta1, beta2, eps
+        self.basis, self.refresh, self.scaled = basis, refresh, scaled
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def _basis(self, name: str, g: Any) -> Any:
+        """The layer's basis: d_out x r (gradient) or d_in x r (random)."""
+        import zlib
+
+        import torch
+
+        if self.basis == "random":
+            gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+            rand = torch.randn(g.shape[1], self.rank, generator=gen)
+            return torch.linalg.qr(rand).Q.to(g.device)
+        return torch.linalg.svd(g, full_matrices=False).U[:, : self.rank]
+
+    def __call__(self, name: str, g: Any, inputs: Any = None) -> Any:
+        """Adam's bias-corrected step on the projected gradient, mapped back (state updated)."""
+        g32 = g.float()
+        st = self.state.get(name)
+        if st is None:
+            st = self.state[name] = {"basis": self._basis(name, g32), "m": 0.0, "v": 0.0, "t": 0}
+        elif self.refresh and self.basis == "gradient" and st["t"] % self.refresh == 0:
+            st["basis"] = self._basis(name, g32)
+        out_side = self.basis == "gradient"
+        low = st["basis"].T @ g32 if out_side else g32 @ st["basis"]
+        b1, b2 = self.beta1, self.beta2
+        st["t"] += 1
+        st["m"] = b1 * st["m"] + (1 - b1) * low
+        st["v"] = b2 * st["v"] + (1 - b2) * low**2
+        m_hat, v_hat = st["m"] / (1 - b1 ** st["t"]), st["v"] / (1 - b2 ** st["t"])
+        adam = m_hat / (v_hat.sqrt() + self.eps) / low.numel() ** 0.5
+        out = st["basis"] @ adam if out_side else adam @ st["basis"].T
+        return out.to(g.dtype)
+
+
+# Each preconditioner made from the module rank (galore keeps its change within it).
+PRECONDITIONERS: dict[str, Callable[[int], Any]] = {
+    "factored": lambda rank: Factored(),
+    "whiten": lambda rank: Whiten(),
+    "galore": lambda rank: Projected(rank),
+}
 
 
 def decoded_step(
@@ -114,7 +167,7 @@ def decoded_step(
     applied: dict[str, Any] | None = None,
     gradient: Callable[[Layer], Any] | None = None,
     heading: Momentum | None = None,
-    precondition: Factored | Whiten | None = None,
+    precondition: Factored | Whiten | Projected | None = None,
 ) -> list[float]:
     """Step each layer's weights by step_size[name] along its decoded gradient (earlier
     rounds' subspaces removed); returns the decoded gradients' norms (and, in `applied`, each
@@ -140,7 +193,8 @@ def decoded_step(
                 g = g - (g @ q.to(g.device)) @ q.T.to(g.device)
             w, gn = mods[ly.name].weight, float(g.norm())
             if gn > 0:
-                unit = heading(ly.name, g / gn)
+                scaled = getattr(precondition, "scaled", False)
+                unit = g if scaled else heading(ly.name, g / gn)
                 change = -step_size[ly.name] * unit.to(w.dtype)
                 w += change
                 if applied is not None:

@@ -29,10 +29,10 @@ __all__ = ["DEFAULT_MODULES", "ReleaseConfig"]
 # utility budget (README, R2F: 1e-4 in budget, 2e-4 and the single step over it).
 R2F_STEP = 1e-4
 
-# Options only a LoRA round reads: R2F trains NPO on the forget answers minus the retain
-# answers' log-likelihood with its own step (--r2f-step), and ignores these.
+# Options only a LoRA round reads: R2F trains NPO on the forget answers plus the retain term
+# (--retain-loss) with its own step (--r2f-step), and ignores these.
 LORA_ONLY = (
-    "loss", "retain_loss", "alpha", "lr", "orth_weight", "l2_weight", "max_epochs", "focus",
+    "loss", "alpha", "lr", "orth_weight", "l2_weight", "max_epochs", "focus",
     "qat", "qat_weight", "fp_weight", "sam_rho", "mask", "tamper_steps", "tamper_lr",
     "tamper_weight", "tamper_beta", "tamper_loss", "tamper_every", "tamper_quant",
 )  # fmt: skip
@@ -70,8 +70,10 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         "With --update r2f: factored divides each decoded gradient by the square root of a "
         "factored running mean of its squares (Adafactor's second moment: Adam's scaling at "
         "d_in + d_out numbers a layer) before the step; whiten multiplies it by the inverse "
-        "of the layer's input covariance (K-FAC's input factor); none: the gradient as "
-        "decoded.",
+        "of the layer's input covariance (K-FAC's input factor); galore runs Adam on the "
+        "gradient's projection onto the first one's top-r output directions (GaLore), at "
+        "Adam's own step sizes (--r2f-step sets the first), so the round's change keeps rank "
+        "r; none: the gradient as decoded.",
         check=one_of("preconditioner", "none", *PRECONDITIONERS),
     )
     r2f_retain_guard: float = option(
@@ -174,6 +176,11 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
             raise RRError(f"--mask {self.mask} works with --update lora, not {self.update}")
         if self.update == "r2f" and not self.decoder:
             raise RRError("--update r2f needs --decoder PATH (make one with `rr r2f fit`)")
+        if self.r2f_precondition == "galore" and self.r2f_momentum:
+            raise RRError(
+                "--r2f-momentum does not combine with --r2f-precondition galore (Adam keeps its "
+                "own average): drop one of them"
+            )
 
     def unused_by_update(self) -> dict[str, object]:
         """The options of the other update rule set away from their defaults (name -> value):

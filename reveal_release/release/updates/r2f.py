@@ -1,12 +1,14 @@
 """`--update r2f`: each step is a decoded gradient, kept as the round's low-rank module.
 
-Per step: LoRA gradient sketches of the round's loss (NPO on the forget answers, minus the
-retain answers' log-likelihood) over the forget prompts' paraphrased views, a fresh random A
-per view and no weight gradient; each adapted layer's full gradient decoded from them, its
-components in earlier rounds' input subspaces removed, and a step of relative size --r2f-step
-along it. At the end of the round the change is truncated to rank r, saved as a PEFT module
-(alpha = r, so s = 1) and the weights put back: the round loop merges the module as it does an
-O-LoRA round, so both share the run format, resume (a killed R2F round restarts) and export.
+Per step: LoRA gradient sketches of the round's loss (NPO on the forget answers, plus the
+retain term: KL from the base model's next-token distributions on the retain answers, or with
+--retain-loss nll minus their log-likelihood) over the forget prompts' paraphrased views, a
+fresh random A per view and no weight gradient; each adapted layer's full gradient decoded
+from them, its components in earlier rounds' input subspaces removed, and a step of relative
+size --r2f-step along it. At the end of the round the change is truncated to rank r, saved as a
+PEFT module (alpha = r, so s = 1) and the weights put back: the round loop merges the module as
+it does an O-LoRA round, so both share the run format, resume (a killed R2F round restarts) and
+export.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from reveal_release.errors import RRError
 from reveal_release.release.updates.base import UPDATES, RoundInputs
 from reveal_release.train import seeds
 from reveal_release.train.config import LoraSpec
-from reveal_release.train.data import batch_indices, collate, encode
+from reveal_release.train.data import IGNORE, batch_indices, collate, encode
 from reveal_release.train.logprobs import (
     answer_start,
     sequence_logps,
@@ -46,14 +48,44 @@ def _logps(forward: Any, batch: dict, views: Sequence[int] | None) -> tuple[Any,
     return sequence_logps_from_logits(logits, lab[:, lab.shape[1] - logits.shape[1] :])
 
 
+def answer_dists(logits: Any, labels: Any) -> Any:
+    """Next-token log-probs (answer positions x vocabulary) of logits cut as `_logps` cuts."""
+    import torch
+
+    shifted = labels[:, labels.shape[1] - logits.shape[1] :][:, 1:]
+    return torch.log_softmax(logits[:, :-1][shifted != IGNORE].float(), dim=-1)
+
+
+def _retain_term(cfg: Any, forward: Any, retain: dict, retain_ref: Any, report: dict) -> Any:
+    """a * the retain term, also put in report["retain"]: KL(base || model) over the retain
+    answers' next-token distributions (--retain-loss kl, with the base's in `retain_ref`), or
+    minus their mean log-likelihood (nll)."""
+    import torch.nn.functional as F
+
+    if retain_ref is not None:
+        lab = retain["labels"]
+        logits = forward(retain["input_ids"], retain["attention_mask"], None,
+                         lab.shape[1] - answer_start(lab))  # fmt: skip
+        kl = F.kl_div(answer_dists(logits, lab), retain_ref, log_target=True,
+                      reduction="batchmean")  # fmt: skip
+        report["retain"] = cfg.retain_weight * float(kl.detach())
+        return cfg.retain_weight * kl
+    rl, rn = _logps(forward, retain, None)
+    mean = rl.sum() / rn.sum()
+    report["retain_nll"] = -float(mean.detach())
+    report["retain"] = -cfg.retain_weight * float(mean.detach())
+    return -cfg.retain_weight * mean
+
+
 def round_loss(
-    cfg: Any, forget: dict, views: Sequence[int], ref: Any, retain: dict | None
-) -> tuple[Any, Any]:
+    cfg: Any, forget: dict, views: Sequence[int], ref: Any, retain: dict | None,
+    retain_ref: Any = None,
+) -> tuple[Any, Any]:  # fmt: skip
     """The pass's loss as a function of `forward`, and the mean per-view loss it reports.
 
     For each view v of the forget batch, NPO on its rows (their own mean), summed over views,
-    minus a * the retain answers' log-likelihood (rows shared by every view): view v's sketch
-    is then that of NPO_v - a * retain, the loss of one view.
+    plus a * the retain term (rows shared by every view): view v's sketch is then that of
+    NPO_v + a * retain, the loss of one view.
     """
     report: dict[str, float] = {}
 
@@ -67,11 +99,7 @@ def round_loss(
         report["forget"] = float(loss.detach()) / len(per_view)
         report["retain"] = 0.0
         if retain is not None:
-            rl, rn = _logps(forward, retain, None)
-            mean = rl.sum() / rn.sum()
-            report["retain_nll"] = -float(mean.detach())
-            report["retain"] = cfg.retain_weight * float(mean.detach())
-            loss = loss - cfg.retain_weight * mean
+            loss = loss + _retain_term(cfg, forward, retain, retain_ref, report)
         return loss
 
     return loss_fn, report
@@ -125,7 +153,7 @@ def _prepare(inp: RoundInputs) -> _Round:
     protect = earlier_bases(inp.earlier_a, module_name)
     heading = Momentum(cfg.r2f_momentum)
     make = PRECONDITIONERS.get(cfg.r2f_precondition)
-    precondition = make() if make else None
+    precondition = make(cfg.rank) if make else None
     return _Round(
         inp, dec, layers, rows, views, ref, mods, original, protect, heading, precondition
     )
@@ -160,13 +188,15 @@ def _step(r: _Round, step: int) -> dict:
         a = random_a(r.layers, r.dec.rank, seeds.sketch_view(cfg.seed, inp.round_, step, v))
         a_views.append({k: x.to(device) for k, x in a.items()})
     trained = retain if cfg.retain_weight > 0 else None  # in the loss only when it counts
+    kl = trained is not None and cfg.retain_loss == "kl"
+    retain_ref = _base_dists(r, trained) if kl else None
     cap, forget_loss, retain_term, before = Capture(), 0.0, 0.0, None
     for n, group in enumerate(view_passes(r.dec.views, cfg.r2f_views_per_pass)):
         pairs = [(r.views[i][v], r.rows[i]["response"]) for v in group for i in idx]
         views = [v for v in group for _ in idx]
         forget = _batch(tok, pairs, cfg.max_length, device)
         ref = r.ref[idx].repeat(len(group))
-        fn, report = round_loss(cfg, forget, views, ref, trained if n == 0 else None)
+        fn, report = round_loss(cfg, forget, views, ref, trained if n == 0 else None, retain_ref)
         capture_views(inp.model, r.layers, fn, a_views, cap, keep_inputs=2048)
         forget_loss += report["forget"] * len(group) / r.dec.views
         retain_term += report["retain"]
@@ -180,11 +210,30 @@ def _step(r: _Round, step: int) -> dict:
         r.dec, r.layers, r.mods, cap, a_views, scale, r.protect, applied,
         heading=r.heading, precondition=r.precondition,
     )  # fmt: skip
-    entry = {"step": step + 1, "loss": forget_loss - retain_term, "forget": forget_loss,
+    entry = {"step": step + 1, "loss": forget_loss + retain_term, "forget": forget_loss,
              "grad_norm": sum(norms) / len(norms)}  # fmt: skip
     if applied is not None:
         entry["step_kept"] = _guard(r, retain, before, applied)
     return entry
+
+
+def _base_dists(r: _Round, retain: dict) -> Any:
+    """The base model's answer_dists on the retain batch: the round's weights swapped out for
+    the originals for one forward pass (a copy of the adapted layers' weights meanwhile)."""
+    import torch
+
+    lab = retain["labels"]
+    with torch.no_grad():
+        now = {n: r.mods[n].weight.detach().clone() for n in r.original}
+        try:
+            for n, w in r.original.items():
+                r.mods[n].weight.copy_(w)
+            logits = r.inp.model(input_ids=retain["input_ids"],
+                                 attention_mask=retain["attention_mask"]).logits  # fmt: skip
+        finally:
+            for n, w in now.items():
+                r.mods[n].weight.copy_(w)
+    return answer_dists(logits[:, answer_start(lab) :], lab)
 
 
 def _retain_nll(model: Any, retain: dict) -> float:
