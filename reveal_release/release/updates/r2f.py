@@ -24,7 +24,7 @@ from reveal_release.errors import RRError
 from reveal_release.release.updates.base import UPDATES, RoundInputs
 from reveal_release.train import seeds
 from reveal_release.train.config import LoraSpec
-from reveal_release.train.data import IGNORE, batch_indices, collate, encode
+from reveal_release.train.data import batch_indices, collate, encode
 from reveal_release.train.logprobs import (
     answer_start,
     sequence_logps,
@@ -33,6 +33,7 @@ from reveal_release.train.logprobs import (
 from reveal_release.train.loop import TrainResult
 from reveal_release.train.lora import module_name, write_module
 from reveal_release.train.losses.npo import npo_loss
+from reveal_release.train.losses.retain_kl import answer_dists, answer_log_probs
 
 
 def _batch(tok: Any, pairs: Sequence[tuple[str, str]], max_length: int, device: Any) -> dict:
@@ -46,14 +47,6 @@ def _logps(forward: Any, batch: dict, views: Sequence[int] | None) -> tuple[Any,
     keep = lab.shape[1] - answer_start(lab)
     logits = forward(batch["input_ids"], batch["attention_mask"], views, keep)
     return sequence_logps_from_logits(logits, lab[:, lab.shape[1] - logits.shape[1] :])
-
-
-def answer_dists(logits: Any, labels: Any) -> Any:
-    """Next-token log-probs (answer positions x vocabulary) of logits cut as `_logps` cuts."""
-    import torch
-
-    shifted = labels[:, labels.shape[1] - logits.shape[1] :][:, 1:]
-    return torch.log_softmax(logits[:, :-1][shifted != IGNORE].float(), dim=-1)
 
 
 def _retain_term(cfg: Any, forward: Any, retain: dict, retain_ref: Any, report: dict) -> Any:
@@ -222,18 +215,15 @@ def _base_dists(r: _Round, retain: dict) -> Any:
     the originals for one forward pass (a copy of the adapted layers' weights meanwhile)."""
     import torch
 
-    lab = retain["labels"]
     with torch.no_grad():
         now = {n: r.mods[n].weight.detach().clone() for n in r.original}
         try:
             for n, w in r.original.items():
                 r.mods[n].weight.copy_(w)
-            logits = r.inp.model(input_ids=retain["input_ids"],
-                                 attention_mask=retain["attention_mask"]).logits  # fmt: skip
+            return answer_log_probs(r.inp.model, retain)
         finally:
             for n, w in now.items():
                 r.mods[n].weight.copy_(w)
-    return answer_dists(logits[:, answer_start(lab) :], lab)
 
 
 def _retain_nll(model: Any, retain: dict) -> float:

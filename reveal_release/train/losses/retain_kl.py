@@ -7,12 +7,18 @@ from reveal_release.train.logprobs import answer_logits
 from reveal_release.train.losses.base import RETAIN_LOSSES, RetainLoss
 
 
-def answer_log_probs(model, batch):
-    """The model's next-token log-probs at the batch's answer positions (rows in batch order)."""
+def answer_dists(logits, labels):
+    """Next-token log-probs (answer positions x vocabulary) of logits that cover the last
+    positions of `labels` (all of them, or answer_logits' cut)."""
     import torch.nn.functional as F
 
-    logits, labels = answer_logits(model, batch)
-    return F.log_softmax(logits[:, :-1][labels[:, 1:] != IGNORE].float(), -1)
+    shifted = labels[:, labels.shape[1] - logits.shape[1] :][:, 1:]
+    return F.log_softmax(logits[:, :-1][shifted != IGNORE].float(), -1)
+
+
+def answer_log_probs(model, batch):
+    """The model's next-token log-probs at the batch's answer positions (rows in batch order)."""
+    return answer_dists(*answer_logits(model, batch))
 
 
 @RETAIN_LOSSES.register("kl")
