@@ -17,6 +17,13 @@ views in one pass (or `--views-per-pass` at a time) and the retain batch once, t
 adapted layer decoded and the normalised step; r2f-per-view = the same with one pass per view,
 each with the retain batch (how R2F steps ran before the views were batched).
 
+The retain term is the release's (`--retain-loss`, kl by default): KL(base || model) over the
+retain answers' next-token distributions. lora takes the base's with the module off, as a LoRA
+round does; r2f keeps a copy of the adapted layers' original weights, as an R2F round does, and
+swaps them in for that pass; full gets the base's distributions once before its updates (a
+precomputed reference, the cheapest a full fine-tuning could do: no copy of the model). With
+`--retain-loss nll` every method holds the retain answers' log-likelihood instead.
+
 `--memory-limit GiB` caps each process's address space, so that a model whose update does not
 fit fails with "out of memory" in the table instead of meeting the machine's OOM killer:
 
@@ -39,6 +46,7 @@ SIZES = {  # hidden, intermediate, layers, heads, kv heads
     "llama-tiny": (64, 128, 2, 4, 2),  # a dry run of the benchmark itself
     "llama-400m": (1024, 2816, 24, 16, 4),
     "llama-1b": (2048, 5632, 16, 32, 8),
+    "llama-1.5b": (2048, 5632, 28, 32, 8),
     "llama-2b": (2560, 6912, 24, 20, 4),
     "llama-3b": (3072, 8192, 28, 24, 8),
     "llama-8b": (4096, 14336, 32, 32, 8),
@@ -77,18 +85,33 @@ def build(name: str, device: str, tokenizer: str | None):
 def backprop_times(model, method: str, batch: dict, retain: dict, a) -> tuple[object, list]:
     """full or lora: seconds of each of `repeats` + 1 AdamW updates (and the model trained)."""
     import torch
+    import torch.nn.functional as F
 
+    from reveal_release.train.losses.retain_kl import answer_log_probs
+
+    ref = None
     if method == "lora":
         from reveal_release.train.config import LoraSpec
         from reveal_release.train.lora import attach_lora
 
         model = attach_lora(model, LoraSpec(), seed=0)
+    elif a.retain_loss == "kl":
+        with torch.no_grad():  # full: the base's distributions, taken once before training
+            ref = answer_log_probs(model, retain)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     times = []
     for _ in range(a.repeats + 1):
         t = time.perf_counter()
-        loss = model(**batch).loss + model(**retain).loss  # a forget and a retain batch
+        if a.retain_loss == "nll":
+            kept = model(**retain).loss
+        else:
+            if method == "lora":
+                with torch.no_grad(), model.disable_adapter():
+                    ref = answer_log_probs(model, retain)
+            cur = answer_log_probs(model, retain)
+            kept = F.kl_div(cur, ref, log_target=True, reduction="batchmean")
+        loss = model(**batch).loss + kept  # a forget and a retain batch
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -105,12 +128,13 @@ def r2f_times(model, method: str, batch: dict, retain: dict, a) -> list:
     from reveal_release.r2f.decoder import load_decoder
     from reveal_release.r2f.sketch import Capture, capture_views, linear_layers, random_a
     from reveal_release.r2f.step import decoded_step
-    from reveal_release.release.updates.r2f import round_loss, view_passes
+    from reveal_release.release.updates.r2f import base_dists, round_loss, view_passes
     from reveal_release.train.config import DEFAULT_MODULES
 
     dec, device = load_decoder(a.decoder), a.device
     layers = linear_layers(model, DEFAULT_MODULES)
     mods = dict(model.named_modules())
+    original = {ly.name: mods[ly.name].weight.detach().clone() for ly in layers}  # as a round
     cfg = SimpleNamespace(beta=0.1, retain_weight=1.0)
     ref = torch.zeros(4 * dec.views, device=device)
     # r2f: as a release step runs now (views batched, the retain batch once); r2f-per-view:
@@ -123,14 +147,15 @@ def r2f_times(model, method: str, batch: dict, retain: dict, a) -> list:
             {k: x.to(device) for k, x in random_a(layers, dec.rank, step * 10 + v).items()}
             for v in range(dec.views)
         ]
+        base = base_dists(model, mods, original, retain) if a.retain_loss == "kl" else None
         cap = Capture()
         for n, group in enumerate(view_passes(dec.views, per_pass)):
             views = [v for v in group for _ in range(4)]
             fwd = {k: x.repeat(len(group), 1) for k, x in batch.items()}
             shared = retain if n == 0 or method == "r2f-per-view" else None
-            fn, _ = round_loss(cfg, fwd, views, ref[: len(views)], shared)
+            fn, _ = round_loss(cfg, fwd, views, ref[: len(views)], shared, base)
             capture_views(model, layers, fn, a_views, cap, keep_inputs=2048)
-        scale = {ly.name: 1e-3 * float(mods[ly.name].weight.norm()) for ly in layers}
+        scale = {n: 1e-3 * float(w.norm()) for n, w in original.items()}
         decoded_step(dec, layers, mods, cap, a_views, scale)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -182,6 +207,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=128, help="tokens per sequence (batch of 4)")
     ap.add_argument("--tokenizer", help="a tokenizer folder (default: the embedded model's)")
+    ap.add_argument(
+        "--retain-loss",
+        choices=("kl", "nll"),
+        default="kl",
+        help="the retain term of every method, as --retain-loss in a release",
+    )
     ap.add_argument("--timeout", type=int, default=900, help="seconds per (model, method)")
     ap.add_argument(
         "--views-per-pass",
@@ -232,6 +263,8 @@ def run_one(a: argparse.Namespace, name: str, method: str) -> dict | None:
         str(a.tokens),
         "--views-per-pass",
         str(a.views_per_pass),
+        "--retain-loss",
+        a.retain_loss,
         "--one",
         name,
         method,
@@ -281,7 +314,7 @@ def print_table(a: argparse.Namespace, methods: list[str], per_model: dict) -> N
             rows.append([name, params, method, f"{r['s_per_update']:.3f}",
                          human_bytes(r["peak_bytes"]), time_ratio, mem_ratio])  # fmt: skip
     cols = ["model", "params", "method", "s / update", "peak memory", "time / full", "mem / full"]
-    passes = f", r2f views per pass {a.views_per_pass or 'all'}"
+    passes = f", r2f views per pass {a.views_per_pass or 'all'}, retain {a.retain_loss}"
     title = f"one update on {a.device}, batch 4 x {a.tokens} tokens + retain 4 x {a.tokens}{passes}"
     table(title, cols, rows)
 

@@ -163,7 +163,7 @@ def test_the_retain_kl_term_holds_the_base_models_answer_distributions(tiny_mode
 
     import torch.nn.functional as F
 
-    from reveal_release.release.updates.r2f import _base_dists, round_loss
+    from reveal_release.release.updates.r2f import base_dists, round_loss
     from reveal_release.train.data import IGNORE
 
     tok = tiny_model.tokenizer
@@ -171,7 +171,6 @@ def test_the_retain_kl_term_holds_the_base_models_answer_distributions(tiny_mode
     mods = dict(model.named_modules())
     layers = linear_layers(model, KINDS)
     original = {ly.name: mods[ly.name].weight.detach().clone() for ly in layers}
-    r = SimpleNamespace(inp=SimpleNamespace(model=model), mods=mods, original=original)
     retain, forget = _batch(tok), _batch(tok)
     cfg = SimpleNamespace(beta=0.1, retain_weight=0.5)
 
@@ -179,7 +178,7 @@ def test_the_retain_kl_term_holds_the_base_models_answer_distributions(tiny_mode
         return model(input_ids=ids, attention_mask=mask).logits[:, -keep:]
 
     def retain_term():
-        base = _base_dists(r, retain)
+        base = base_dists(model, mods, original, retain)
         fn, report = round_loss(cfg, forget, [0, 0], torch.zeros(2), retain, base)
         with torch.no_grad():
             fn(forward)
@@ -189,9 +188,11 @@ def test_the_retain_kl_term_holds_the_base_models_answer_distributions(tiny_mode
     with torch.no_grad():
         moved = mods[layers[0].name].weight
         moved += 2.0 * torch.randn(moved.shape, generator=torch.Generator().manual_seed(0))
-    after = moved.detach().clone()
+    after, kept, at = moved.detach().clone(), original[layers[0].name].clone(), moved.data_ptr()
     got = retain_term()
-    torch.testing.assert_close(mods[layers[0].name].weight, after)  # put back
+    torch.testing.assert_close(mods[layers[0].name].weight, after)  # put back, in place
+    assert moved.data_ptr() == at and mods[layers[0].name].weight is moved
+    torch.testing.assert_close(original[layers[0].name], kept)  # the original untouched
     mask = retain["labels"][:, 1:] != IGNORE
     with torch.no_grad():
         cur = F.log_softmax(model(**{k: retain[k] for k in ("input_ids", "attention_mask")})

@@ -182,7 +182,7 @@ def _step(r: _Round, step: int) -> dict:
         a_views.append({k: x.to(device) for k, x in a.items()})
     trained = retain if cfg.retain_weight > 0 else None  # in the loss only when it counts
     kl = trained is not None and cfg.retain_loss == "kl"
-    retain_ref = _base_dists(r, trained) if kl else None
+    retain_ref = base_dists(inp.model, r.mods, r.original, trained) if kl else None
     cap, forget_loss, retain_term, before = Capture(), 0.0, 0.0, None
     for n, group in enumerate(view_passes(r.dec.views, cfg.r2f_views_per_pass)):
         pairs = [(r.views[i][v], r.rows[i]["response"]) for v in group for i in idx]
@@ -210,20 +210,22 @@ def _step(r: _Round, step: int) -> dict:
     return entry
 
 
-def _base_dists(r: _Round, retain: dict) -> Any:
-    """The base model's answer_dists on the retain batch: the round's weights swapped out for
-    the originals for one forward pass (a copy of the adapted layers' weights meanwhile)."""
+def base_dists(model: Any, mods: dict[str, Any], original: dict[str, Any], batch: dict) -> Any:
+    """The base model's answer_dists on `batch`: each adapted layer's weight (in `mods`) swaps
+    its storage with its copy in `original` for one forward pass, and back (no copy is made)."""
     import torch
 
+    def swap() -> None:
+        for n, w in original.items():
+            p = mods[n].weight
+            p.data, original[n] = w, p.data
+
     with torch.no_grad():
-        now = {n: r.mods[n].weight.detach().clone() for n in r.original}
+        swap()
         try:
-            for n, w in r.original.items():
-                r.mods[n].weight.copy_(w)
-            return answer_log_probs(r.inp.model, retain)
+            return answer_log_probs(model, batch)
         finally:
-            for n, w in now.items():
-                r.mods[n].weight.copy_(w)
+            swap()
 
 
 def _retain_nll(model: Any, retain: dict) -> float:
