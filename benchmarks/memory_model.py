@@ -22,6 +22,7 @@ GPU_GB = 80  # an H100's memory; the CUDA context and the allocator's slack take
 # The benchmark's random-init sizes with the embedded model's tokenizer (49,152 tokens).
 BENCH = {
     "llama-1b": Shape("llama-1b", 2048, 5632, 16, 32, 8, 49152),
+    "llama-1.5b": Shape("llama-1.5b", 2048, 5632, 28, 32, 8, 49152),
     "llama-2b": Shape("llama-2b", 2560, 6912, 24, 20, 4, 49152),
 }
 # Peak RSS (GiB) measured on 2026-12-05 (README, R2F); None: out of memory under the 23 GiB cap.
@@ -49,8 +50,8 @@ def measured_figures(path: Path | None) -> dict:
     """(model, method) -> measured GiB (None: out of memory)."""
     if path is None:
         return MEASURED
-    out = {}
-    for r in json.loads(path.read_text()):
+    out, data = {}, json.loads(path.read_text())
+    for r in data["results"] if isinstance(data, dict) else data:  # --json's file, or its rows
         peak = r.get("peak_bytes")
         out[(r["model"], r["method"])] = None if peak is None else peak / GIB
     return out
@@ -62,18 +63,20 @@ def main() -> None:
     ap.add_argument("--measured", type=Path, help="r2f_update_cost.py's JSON")
     args = ap.parse_args()
     print("| model | GPUs (FSDP) | checkpointing | method | weights | gradients | optimiser "
-          "| R2F inputs | activations | total GB | fits 80 GB |")  # fmt: skip
-    print("|" + "---|" * 11)
+          "| R2F originals | R2F inputs | activations | total GB | fits 80 GB |")  # fmt: skip
+    print("|" + "---|" * 12)
     for r in table(Setting(runtime=2e9)):
         fits = "yes" if r["total"] <= GPU_GB else "no"
         parts = [r[k] for k in ("weights", "gradients", "optimiser")]
-        parts += [r.get("inputs", 0.0), r["activations"], r["total"]]
+        parts += [r.get("originals", 0.0), r.get("inputs", 0.0), r["activations"], r["total"]]
         ckpt = "on" if r["checkpointing"] else "off"
         cells = [r["model"], str(r["gpus"]), ckpt, r["method"], *(f"{x:.1f}" for x in parts), fits]
         print("| " + " | ".join(cells) + " |")
     print("\n| model (CPU, fp32) | method | model GiB | measured GiB | model / measured |")
     print("|---|---|---|---|---|")
     for (name, method), got in measured_figures(args.measured).items():
+        if name not in BENCH or method not in ("full", "lora", "r2f"):
+            continue  # a size or method the model has no shape or rule for
         want = update_bytes(BENCH[name], method, CPU_RUN)["total"] / GIB
         seen = "out of memory (cap 23)" if got is None else f"{got:.1f}"
         ratio = "-" if got is None else f"{want / got:.2f}"

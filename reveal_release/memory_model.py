@@ -4,8 +4,10 @@ fine-tuning, LoRA and R2F, on one device or sharded over several (FSDP), from a 
 The per-parameter bytes of full fine-tuning in mixed precision are ZeRO's (Rajbhandari et al.
 2020, arXiv 1910.02054): 2 (bf16 weights) + 2 (bf16 gradients) + 12 (fp32 master weights and
 Adam's two moments) = 16. LoRA keeps the base frozen in bf16 and trains fp32 factors (4 + 4 +
-8 bytes each). R2F keeps no weight gradients and no optimiser state: the weights, the inputs of
-each adapted layer it keeps for the decoder's basis, and one layer's decoded gradient at a time.
+8 bytes each). R2F keeps no weight gradients and no optimiser state: the weights, a copy of
+the adapted layers' original weights (its module is fitted to the round's change, and the KL
+retain term swaps them in for the base's distributions), the inputs of each adapted layer it
+keeps for the decoder's basis, and one layer's decoded gradient at a time.
 Activations are those a Llama layer saves for its backward pass (fused attention: no score
 matrix), or, with gradient checkpointing, each layer's input plus one layer recomputed.
 """
@@ -90,6 +92,7 @@ def update_bytes(shape: Shape, method: str, s: Setting) -> dict[str, float]:
         kept = min(s.keep_inputs, s.views * s.rows * s.tokens)
         inputs = 4 * kept * sum(a for a, _ in shape.linears()) * shape.layers
         state = {"weights": s.elem * p, "gradients": 4 * biggest, "optimiser": 0}
+        state["originals"] = s.elem * shape.layers * sum(a * b for a, b in shape.linears())
         rows = ((s.views_per_pass or s.views) + 1) * s.rows
     else:
         raise ValueError(f"unknown method {method!r}: full, lora or r2f")

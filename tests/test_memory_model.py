@@ -61,3 +61,6 @@ def test_sharding_divides_the_state_not_the_activations():
     )  # ZeRO's 16 bytes a parameter in mixed precision
     r2f = update_bytes(LLAMA_8B, "r2f", Setting())
     assert r2f["optimiser"] == 0 and r2f["gradients"] < one["gradients"] / 50
+    linears = LLAMA_8B.layers * sum(a * b for a, b in LLAMA_8B.linears())
+    assert r2f["originals"] == 2 * linears  # the adapted layers' original weights, in bf16
+    assert update_bytes(LLAMA_8B, "r2f", Setting(devices=8))["originals"] == 2 * linears / 8
