@@ -14,8 +14,9 @@ bf16 on CUDA. One update, as a release step makes it: a forget batch and a retai
 with a rank-8 LoRA module on every projection (the release's default shape), AdamW on the module
 only; r2f = LoRA sketches of the decoder's views of the forget batch (no weight gradients), the
 views in one pass (or `--views-per-pass` at a time) and the retain batch once, then every
-adapted layer decoded and the normalised step; r2f-per-view = the same with one pass per view,
-each with the retain batch (how R2F steps ran before the views were batched).
+adapted layer decoded, preconditioned and stepped as the release's defaults do; r2f-per-view =
+the same with one pass per view, each with the retain batch (how R2F steps ran before the
+views were batched).
 
 The retain term is the release's (`--retain-loss`, kl by default): KL(base || model) over the
 retain answers' next-token distributions. lora takes the base's with the module off, as a LoRA
@@ -127,7 +128,8 @@ def r2f_times(model, method: str, batch: dict, retain: dict, a) -> list:
 
     from reveal_release.r2f.decoder import load_decoder
     from reveal_release.r2f.sketch import Capture, capture_views, linear_layers, random_a
-    from reveal_release.r2f.step import decoded_step
+    from reveal_release.r2f.step import PRECONDITIONERS, decoded_step
+    from reveal_release.release.config import ReleaseConfig
     from reveal_release.release.updates.r2f import base_dists, round_loss, view_passes
     from reveal_release.train.config import DEFAULT_MODULES
 
@@ -136,6 +138,9 @@ def r2f_times(model, method: str, batch: dict, retain: dict, a) -> list:
     mods = dict(model.named_modules())
     original = {ly.name: mods[ly.name].weight.detach().clone() for ly in layers}  # as a round
     cfg = SimpleNamespace(beta=0.1, retain_weight=1.0)
+    default = ReleaseConfig()  # the release's default preconditioner and step
+    make = PRECONDITIONERS.get(default.r2f_precondition)
+    precondition = make(dec.rank) if make else None
     ref = torch.zeros(4 * dec.views, device=device)
     # r2f: as a release step runs now (views batched, the retain batch once); r2f-per-view:
     # as it ran before (one pass per view, each with the retain batch)
@@ -155,8 +160,8 @@ def r2f_times(model, method: str, batch: dict, retain: dict, a) -> list:
             shared = retain if n == 0 or method == "r2f-per-view" else None
             fn, _ = round_loss(cfg, fwd, views, ref[: len(views)], shared, base)
             capture_views(model, layers, fn, a_views, cap, keep_inputs=2048)
-        scale = {n: 1e-3 * float(w.norm()) for n, w in original.items()}
-        decoded_step(dec, layers, mods, cap, a_views, scale)
+        scale = {n: default.r2f_step * float(w.norm()) for n, w in original.items()}
+        decoded_step(dec, layers, mods, cap, a_views, scale, precondition=precondition)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)

@@ -389,7 +389,8 @@ def test_the_r2f_step_moves_each_layer_by_its_share_of_the_weight_norm(
     deltas = {}
     for step in (0.01, 0.02):
         cfg = ReleaseConfig(update="r2f", decoder=str(path), r2f_step=step, steps=1,
-                            batch_size=2, rank=4, target_modules=KINDS, lr=0.5)  # fmt: skip
+                            batch_size=2, rank=4, target_modules=KINDS, lr=0.5,
+                            r2f_precondition="none")  # fmt: skip
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
         UPDATES.get("r2f")(
             RoundInputs(model=model, tokenizer=tiny_model.tokenizer, forget=rows, retain=[],
@@ -679,9 +680,7 @@ def test_options_of_the_other_update_are_refused_when_given_and_dropped_when_a_s
     assert "--loss, --tamper-steps work with --update lora only, not --update r2f" in lines[0]
     assert not (run / "round-1").exists()
     # and the other way round: R2F's own options given to a LoRA release
-    out = run_rr(
-        "release", "--run", str(run), "--r2f-step", "1e-3", "--r2f-precondition", "factored"
-    )
+    out = run_rr("release", "--run", str(run), "--r2f-step", "2e-3", "--r2f-precondition", "whiten")
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr
     want = "--r2f-step, --r2f-precondition work with --update r2f only, not --update lora"
