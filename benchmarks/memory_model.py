@@ -5,8 +5,8 @@ the updates measured on this machine.
     .venv/bin/python benchmarks/memory_model.py --measured runs/cost/memory.json
 
 Without --measured the check uses the figures of `benchmarks/r2f_update_cost.py --models
-llama-1b,llama-2b --methods full,r2f --views-per-pass 1 --repeats 1 --memory-limit 23` on 2 CPU
-cores (fp32, 4 x 128 tokens; README, R2F). With it, the rows of that benchmark's JSON.
+llama-1b,llama-1.5b,llama-2b --methods full,r2f --views-per-pass 1 --repeats 1 --memory-limit 23`
+on 2 CPU cores (fp32, 4 x 128 tokens; README, R2F). With it, the rows of that benchmark's JSON.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ BENCH = {
     "llama-1.5b": Shape("llama-1.5b", 2048, 5632, 28, 32, 8, 49152),
     "llama-2b": Shape("llama-2b", 2560, 6912, 24, 20, 4, 49152),
 }
-# Peak RSS (GiB) measured on 2026-12-05 (README, R2F); None: out of memory under the 23 GiB cap.
-MEASURED = {("llama-1b", "full"): 17.8, ("llama-1b", "r2f"): 9.4,
-            ("llama-2b", "full"): None, ("llama-2b", "r2f"): 17.5}  # fmt: skip
+# Peak RSS (GiB) measured on 2026-12-07 (README, R2F); None: out of memory under the 23 GiB cap.
+MEASURED = {("llama-1b", "full"): 17.7, ("llama-1b", "r2f"): 12.2,
+            ("llama-1.5b", "full"): None, ("llama-1.5b", "r2f"): 20.3,
+            ("llama-2b", "full"): None, ("llama-2b", "r2f"): None}  # fmt: skip
 CPU_RUN = Setting(tokens=128, elem=4, views_per_pass=1, runtime=1.0 * GIB)  # + torch and Python
 
 
