@@ -86,12 +86,12 @@ def build(name: str, device: str, tokenizer: str | None):
 def backprop_times(model, method: str, batch: dict, retain: dict, a) -> tuple[object, list]:
     """full or lora: seconds of each of `repeats` + 1 AdamW updates (and the model trained)."""
     import torch
-    import torch.nn.functional as F
 
+    from reveal_release.train.losses.base import RETAIN_LOSSES
     from reveal_release.train.losses.retain_kl import answer_log_probs
 
-    ref = None
-    if method == "lora":
+    kept, ref = RETAIN_LOSSES.get(a.retain_loss)(), None  # the release's retain term
+    if method == "lora":  # its reference: the module off, every step (ref None)
         from reveal_release.train.config import LoraSpec
         from reveal_release.train.lora import attach_lora
 
@@ -104,15 +104,7 @@ def backprop_times(model, method: str, batch: dict, retain: dict, a) -> tuple[ob
     times = []
     for _ in range(a.repeats + 1):
         t = time.perf_counter()
-        if a.retain_loss == "nll":
-            kept = model(**retain).loss
-        else:
-            if method == "lora":
-                with torch.no_grad(), model.disable_adapter():
-                    ref = answer_log_probs(model, retain)
-            cur = answer_log_probs(model, retain)
-            kept = F.kl_div(cur, ref, log_target=True, reduction="batchmean")
-        loss = model(**batch).loss + kept  # a forget and a retain batch
+        loss = model(**batch).loss + kept(model, retain, None, ref)  # a forget and a retain batch
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
