@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--no-lora", action="store_true", help="Skip the LoRA row.")
     ap.add_argument("--precondition", default="none", help="--r2f-precondition of the R2F rows.")
     ap.add_argument("--momentum", type=float, default=0.0, help="--r2f-momentum of the R2F rows.")
+    ap.add_argument("--loss", default="", help="--loss of the R2F rows (default: the target's).")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     n = ["--steps", str(args.updates)]
@@ -94,6 +95,9 @@ def main() -> None:
     if args.momentum:
         r2f += ["--r2f-momentum", str(args.momentum)]
         tag += f" m{args.momentum:g}"
+    if args.loss:
+        r2f += ["--loss", args.loss]
+        tag += f" {args.loss}"
     variants = {} if args.no_lora else {"lora": [*n]}
     sizes = [float(s) for s in args.steps.split(",")]
     for s in sizes:

@@ -155,6 +155,91 @@ def test_views_in_one_pass_give_each_view_its_own_sketch(tiny_model):
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_a_paired_loss_runs_its_chosen_answers_under_the_same_views(tiny_model):
+    # --loss generic-dpo under --update r2f: each view's sketch is that of DPO on that view's
+    # (rejected, chosen) pairs, the chosen answers in the same pass as the rejected ones.
+    from types import SimpleNamespace
+
+    from reveal_release.r2f.sketch import capture_views
+    from reveal_release.release.updates.r2f import round_loss
+    from reveal_release.train.logprobs import sequence_logps_from_logits
+    from reveal_release.train.losses.base import FORGET_LOSSES
+    from reveal_release.train.losses.generic_dpo import dpo_loss
+
+    tok = tiny_model.tokenizer
+    model = _llama(tok, 64, 2)
+    layers = linear_layers(model, KINDS)
+    cfg = SimpleNamespace(beta=0.3, retain_weight=0.0)
+    prompts = [["Who wrote it?", "Name a painter."], ["Who was the author?", "A painter, please."]]
+    rejected = ["Ann Smith wrote it.", "Pablo Picasso painted it."]
+    chosen = ["someone wrote it.", "someone painted it."]
+    ref = torch.tensor([-12.0, -15.0, -9.0, -11.0])  # the rejected rows', then the chosen rows'
+    a_views = [random_a(layers, 4, seed=30 + v) for v in range(2)]
+
+    def encoded(pairs):
+        return collate([encode(tok, p, r, 64) for p, r in pairs], tok.pad_token_id)
+
+    expected, values = Capture(), []
+    for v in range(2):
+        b = encoded(list(zip(prompts[v] * 2, rejected + chosen, strict=True)))
+
+        def loss_fn(forward, b=b):
+            logp, _ = sequence_logps_from_logits(
+                forward(b["input_ids"], b["attention_mask"]), b["labels"]
+            )
+            out = dpo_loss(logp[:2], logp[2:], ref[:2], ref[2:], cfg.beta)
+            values.append(float(out.detach()))
+            return out
+
+        capture(model, layers, loss_fn, a_views[v], expected)
+    pairs = [(prompts[v][i], ans[i]) for ans in (rejected, chosen) for v in (0, 1) for i in (0, 1)]
+    views = [v for _ in range(2) for v in (0, 1) for _ in range(2)]
+    at = torch.tensor([0, 1, 0, 1])
+    ref_rows = torch.cat([ref[:2][at], ref[2:][at]])
+    fn, report = round_loss(cfg, encoded(pairs), views, ref_rows, None, None,
+                            FORGET_LOSSES.get("generic-dpo")(), paired=True)  # fmt: skip
+    got = Capture()
+    capture_views(model, layers, fn, a_views, got)
+    assert report["forget"] == pytest.approx(sum(values) / 2, rel=1e-4)
+    for ly in layers:
+        for v in range(2):
+            want = expected.sketches[ly.name][v]
+            assert want.abs().max() > 0
+            torch.testing.assert_close(got.sketches[ly.name][v], want, rtol=1e-3, atol=1e-6)
+
+
+def test_an_r2f_round_trains_the_forget_loss_it_is_given(fitted, tiny_model, tmp_path):
+    # --loss reaches R2F: generic-dpo on rows with target spans gives another module than NPO,
+    # and rows without spans get the one-line error LoRA gives.
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.release.updates import UPDATES, RoundInputs
+    from reveal_release.train.lora import delta_weights
+
+    _, _, path = fitted
+    model = _llama(tiny_model.tokenizer, 64, 2)
+    rows = [
+        {"prompt": "Who wrote it?", "response": "Ann Smith wrote it.", "focus": [[0, 9]]},
+        {"prompt": "Name a painter.", "response": "Pablo Picasso.", "focus": [[0, 13]]},
+    ]
+
+    def module(loss, forget):
+        cfg = ReleaseConfig(update="r2f", decoder=str(path), steps=1, batch_size=2, rank=4,
+                            target_modules=KINDS, loss=loss, beta=0.3)  # fmt: skip
+        UPDATES.get("r2f")(
+            RoundInputs(model=model, tokenizer=tiny_model.tokenizer, forget=forget, retain=[],
+                        earlier_a=[], cfg=cfg, round_=1, workdir=tmp_path, on_step=None),
+            tmp_path / loss,
+        )  # fmt: skip
+        return delta_weights(tmp_path / loss)
+
+    dpo, npo = module("generic-dpo", rows), module("npo", rows)
+    assert set(dpo) == set(npo)
+    assert all(float(d.norm()) > 0 for d in dpo.values())
+    assert any(not torch.allclose(dpo[k], npo[k], atol=1e-6) for k in dpo)
+    with pytest.raises(RRError, match="--loss generic-dpo needs a judge that marks the target"):
+        module("generic-dpo", [{k: v for k, v in r.items() if k != "focus"} for r in rows])
+
+
 def test_the_retain_kl_term_holds_the_base_models_answer_distributions(tiny_model):
     # --retain-loss kl under --update r2f: a * KL(base || model) over the retain answers'
     # next-token distributions, the base's taken with the round's weights swapped out for one
@@ -673,11 +758,11 @@ def test_options_of_the_other_update_are_refused_when_given_and_dropped_when_a_s
     run = copy_run(revealed, tmp_path)
     out = run_rr(
         "release", "--run", str(run), "--update", "r2f", "--decoder", str(dec),
-        "--tamper-steps", "2", "--loss", "ga",
+        "--tamper-steps", "2", "--max-epochs", "3",
     )  # fmt: skip
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr
-    assert "--loss, --tamper-steps work with --update lora only, not --update r2f" in lines[0]
+    assert "--max-epochs, --tamper-steps work with --update lora only, not --update r2f" in lines[0]
     assert not (run / "round-1").exists()
     # and the other way round: R2F's own options given to a LoRA release
     out = run_rr("release", "--run", str(run), "--r2f-step", "2e-3", "--r2f-precondition", "whiten")
@@ -686,17 +771,15 @@ def test_options_of_the_other_update_are_refused_when_given_and_dropped_when_a_s
     want = "--r2f-step, --r2f-precondition work with --update r2f only, not --update lora"
     assert want in lines[0]
     assert not (run / "round-1").exists()
-    # The person spec sets generic-dpo, a simulated attacker and a gain: R2F keeps the gain
-    # (rounding is every update's) and puts the LoRA-only ones back to their defaults.
+    # The person spec sets generic-dpo, a simulated attacker and a gain: R2F keeps the loss and
+    # the gain (every update's) and puts the LoRA-only ones back to their defaults.
     person = load_target("person")
     cfg = ReleaseConfig(update="r2f", decoder=str(dec))
     got = _settings(cfg, person, "default", frozenset({"update", "decoder"}), "hf")
     default = ReleaseConfig()
-    assert (got.loss, got.tamper_steps, got.max_epochs) == (
-        default.loss, default.tamper_steps, default.max_epochs,
-    )  # fmt: skip
-    assert got.snap_gain == 2 and got.unused_by_update() == {}
+    assert (got.tamper_steps, got.max_epochs) == (default.tamper_steps, default.max_epochs)
+    assert got.loss == "generic-dpo" and got.snap_gain == 2 and got.unused_by_update() == {}
     said = capsys.readouterr()
-    assert "--update r2f does not use --loss" in (said.out + said.err)
+    assert "--update r2f does not use --max-epochs" in (said.out + said.err)
     lora = _settings(ReleaseConfig(), person, "default", frozenset(), "hf")
     assert lora.loss == "generic-dpo" and lora.tamper_steps == 3

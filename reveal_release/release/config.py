@@ -30,10 +30,10 @@ __all__ = ["DEFAULT_MODULES", "ReleaseConfig"]
 # Harry Potter to 0.05 (README, R2F; the plain 1e-4 step of before left 0.75 there).
 R2F_STEP = 1e-3
 
-# Options only a LoRA round reads: R2F trains NPO on the forget answers plus the retain term
+# Options only a LoRA round reads: R2F trains the forget loss (--loss) plus the retain term
 # (--retain-loss) with its own step (--r2f-step), and ignores these.
 LORA_ONLY = (
-    "loss", "alpha", "lr", "orth_weight", "l2_weight", "max_epochs", "focus",
+    "alpha", "lr", "orth_weight", "l2_weight", "max_epochs", "focus",
     "qat", "qat_weight", "fp_weight", "sam_rho", "mask", "tamper_steps", "tamper_lr",
     "tamper_weight", "tamper_beta", "tamper_loss", "tamper_every", "tamper_quant",
 )  # fmt: skip

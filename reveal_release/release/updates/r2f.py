@@ -1,14 +1,15 @@
 """`--update r2f`: each step is a decoded gradient, kept as the round's low-rank module.
 
-Per step: LoRA gradient sketches of the round's loss (NPO on the forget answers, plus the
-retain term: KL from the base model's next-token distributions on the retain answers, or with
---retain-loss nll minus their log-likelihood) over the forget prompts' paraphrased views, a
-fresh random A per view and no weight gradient; each adapted layer's full gradient decoded
-from them, its components in earlier rounds' input subspaces removed, and a step of relative
-size --r2f-step along it. At the end of the round the change is truncated to rank r, saved as a
-PEFT module (alpha = r, so s = 1) and the weights put back: the round loop merges the module as
-it does an O-LoRA round, so both share the run format, resume (a killed R2F round restarts) and
-export.
+Per step: LoRA gradient sketches of the round's loss (the forget loss of --loss, NPO by default,
+on the forget answers, plus the retain term: KL from the base model's next-token distributions
+on the retain answers, or with --retain-loss nll minus their log-likelihood) over the forget
+prompts' paraphrased views, a fresh random A per view and no weight gradient; each adapted
+layer's full gradient decoded from them, its components in earlier rounds' input subspaces
+removed, and a step of relative size --r2f-step along it. A paired loss (generic-dpo) runs its
+chosen answers under the same views in the same pass. At the end of the round the change is
+truncated to rank r, saved as a PEFT module (alpha = r, so s = 1) and the weights put back: the
+round loop merges the module as it does an O-LoRA round, so both share the run format, resume (a
+killed R2F round restarts) and export.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from reveal_release.train.logprobs import (
 )
 from reveal_release.train.loop import TrainResult
 from reveal_release.train.lora import module_name, write_module
-from reveal_release.train.losses.npo import npo_loss
+from reveal_release.train.losses.base import FORGET_LOSSES, ForgetLoss
 from reveal_release.train.losses.retain_kl import answer_dists, answer_log_probs
 
 
@@ -70,30 +71,51 @@ def _retain_term(cfg: Any, forward: Any, retain: dict, retain_ref: Any, report: 
     return -cfg.retain_weight * mean
 
 
+def view_terms(
+    loss: ForgetLoss, cfg: Any, logp: Any, n: Any, ref: Any, views: Sequence[int], paired: bool
+) -> list[Any]:
+    """The forget loss of each view's rows (their own mean), in view order. A paired batch holds
+    the rejected rows and then the chosen ones, tagged with the same views."""
+    import torch
+
+    at = torch.tensor(views, device=logp.device)
+    half = len(views) // 2 if paired else len(views)
+    first = torch.arange(len(views), device=logp.device) < half
+    out = []
+    for v in sorted(set(views)):
+        rej = (at == v) & first
+        if paired:
+            cho = (at == v) & ~first
+            out.append(loss((logp[rej], logp[cho]), n[rej], (ref[rej], ref[cho]), cfg))
+        else:
+            out.append(loss(logp[rej], n[rej], ref[rej], cfg))
+    return out
+
+
 def round_loss(
     cfg: Any, forget: dict, views: Sequence[int], ref: Any, retain: dict | None,
-    retain_ref: Any = None,
+    retain_ref: Any = None, loss: ForgetLoss | None = None, paired: bool = False,
 ) -> tuple[Any, Any]:  # fmt: skip
     """The pass's loss as a function of `forward`, and the mean per-view loss it reports.
 
-    For each view v of the forget batch, NPO on its rows (their own mean), summed over views,
-    plus a * the retain term (rows shared by every view): view v's sketch is then that of
-    NPO_v + a * retain, the loss of one view.
+    For each view v of the forget batch, the forget loss (`loss`, NPO unless given) on its rows,
+    summed over views, plus a * the retain term (rows shared by every view): view v's sketch is
+    then that of L_v + a * retain, the loss of one view.
     """
     report: dict[str, float] = {}
+    loss = loss or FORGET_LOSSES.get("npo")()
 
     def loss_fn(forward: Any) -> Any:
         import torch
 
-        logp, _ = _logps(forward, forget, views)
-        at = torch.tensor(views, device=logp.device)
-        per_view = [npo_loss(logp[at == v], ref[at == v], cfg.beta) for v in sorted(set(views))]
-        loss = torch.stack(per_view).sum()
-        report["forget"] = float(loss.detach()) / len(per_view)
+        logp, n = _logps(forward, forget, views)
+        per_view = view_terms(loss, cfg, logp, n, ref, views, paired)
+        total = torch.stack(per_view).sum()
+        report["forget"] = float(total.detach()) / len(per_view)
         report["retain"] = 0.0
         if retain is not None:
-            loss = loss + _retain_term(cfg, forward, retain, retain_ref, report)
-        return loss
+            total = total + _retain_term(cfg, forward, retain, retain_ref, report)
+        return total
 
     return loss_fn, report
 
@@ -105,9 +127,11 @@ class _Round:
     inp: RoundInputs
     dec: Any
     layers: list
+    loss: ForgetLoss
     rows: list[dict]
+    chosen: list[dict] | None  # a paired loss's preferred answer to each row
     views: list[list[str]]
-    ref: Any
+    ref: Any  # the rows' reference log-probs, then the chosen answers' (paired)
     mods: dict[str, Any]
     original: dict[str, Any]
     protect: dict[str, Any]
@@ -130,26 +154,40 @@ def _prepare(inp: RoundInputs) -> _Round:
     layers = linear_layers(model, cfg.target_modules)
     for ly in layers:
         dec.params(ly.kind, ly.depth)  # a layer kind it has no mapping for: say which
-    rows = [r for r in inp.forget if r.get("response", "").strip()]
+    loss = FORGET_LOSSES.get(cfg.loss)()
+    usable = [r for r in inp.forget if r.get("response", "").strip()]
+    rows, chosen = loss.training_rows(usable), loss.chosen_rows(usable)
     if not rows:
         raise RRError("the forget set has no usable answers: nothing to train on")
+    if chosen is not None and len(chosen) != len(rows):
+        raise RRError(f"--loss {cfg.loss}: its chosen answers do not pair with its rows")
     seed = seeds.round_reveal(cfg.seed, inp.round_)
     views = paraphrases(LoadedModel.bare(model, tok), [r["prompt"] for r in rows], dec.views, seed)
     mods = dict(model.named_modules())
-    with torch.no_grad():
-        ref = torch.tensor(
-            [float(sequence_logps(model, _batch(tok, [(r["prompt"], r["response"])],
-                                                 cfg.max_length, model.device))[0][0])
-             for r in rows], device=model.device
-        )  # fmt: skip
+    scored = rows + (chosen or [])
+    ref = _reference(model, tok, scored, cfg.max_length) if loss.needs_reference else None
+    ref = torch.zeros(len(scored), device=model.device) if ref is None else ref
     original = {ly.name: mods[ly.name].weight.detach().clone() for ly in layers}
     protect = earlier_bases(inp.earlier_a, module_name)
     heading = Momentum(cfg.r2f_momentum)
     make = PRECONDITIONERS.get(cfg.r2f_precondition)
     precondition = make(cfg.rank) if make else None
     return _Round(
-        inp, dec, layers, rows, views, ref, mods, original, protect, heading, precondition
-    )
+        inp, dec, layers, loss, rows, chosen, views, ref, mods, original, protect, heading,
+        precondition,
+    )  # fmt: skip
+
+
+def _reference(model: Any, tok: Any, rows: Sequence[dict], max_length: int) -> Any:
+    """Each row's answer log-prob under the round's starting weights, one row at a time."""
+    import torch
+
+    with torch.no_grad():
+        return torch.tensor(
+            [float(sequence_logps(model, _batch(tok, [(r["prompt"], r["response"])], max_length,
+                                                model.device))[0][0]) for r in rows],
+            device=model.device,
+        )  # fmt: skip
 
 
 def view_passes(views: int, per_pass: int) -> list[list[int]]:
@@ -185,11 +223,9 @@ def _step(r: _Round, step: int) -> dict:
     retain_ref = base_dists(inp.model, r.mods, r.original, trained) if kl else None
     cap, forget_loss, retain_term, before = Capture(), 0.0, 0.0, None
     for n, group in enumerate(view_passes(r.dec.views, cfg.r2f_views_per_pass)):
-        pairs = [(r.views[i][v], r.rows[i]["response"]) for v in group for i in idx]
-        views = [v for v in group for _ in idx]
-        forget = _batch(tok, pairs, cfg.max_length, device)
-        ref = r.ref[idx].repeat(len(group))
-        fn, report = round_loss(cfg, forget, views, ref, trained if n == 0 else None, retain_ref)
+        forget, views, ref = _forget_batch(r, idx, group)
+        fn, report = round_loss(cfg, forget, views, ref, trained if n == 0 else None, retain_ref,
+                                r.loss, r.chosen is not None)  # fmt: skip
         capture_views(inp.model, r.layers, fn, a_views, cap, keep_inputs=2048)
         forget_loss += report["forget"] * len(group) / r.dec.views
         retain_term += report["retain"]
@@ -208,6 +244,21 @@ def _step(r: _Round, step: int) -> dict:
     if applied is not None:
         entry["step_kept"] = _guard(r, retain, before, applied)
     return entry
+
+
+def _forget_batch(r: _Round, idx: Sequence[int], group: Sequence[int]) -> tuple[dict, list, Any]:
+    """Rows `idx` under each view of `group` (then their chosen answers under the same views,
+    for a paired loss): the batch, each row's view and its reference log-prob."""
+    import torch
+
+    cfg, answers = r.inp.cfg, [r.rows]
+    if r.chosen is not None:
+        answers.append(r.chosen)
+    pairs = [(r.views[i][v], rows[i]["response"]) for rows in answers for v in group for i in idx]
+    views = [v for _ in answers for v in group for _ in idx]
+    at = torch.tensor(list(idx), device=r.ref.device)
+    ref = torch.cat([r.ref[at + k * len(r.rows)].repeat(len(group)) for k in range(len(answers))])
+    return _batch(r.inp.tokenizer, pairs, cfg.max_length, r.inp.model.device), views, ref
 
 
 def base_dists(model: Any, mods: dict[str, Any], original: dict[str, Any], batch: dict) -> Any:
