@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--precondition", default="none", help="--r2f-precondition of the R2F rows.")
     ap.add_argument("--momentum", type=float, default=0.0, help="--r2f-momentum of the R2F rows.")
     ap.add_argument("--loss", default="", help="--loss of the R2F rows (default: the target's).")
+    ap.add_argument("--retain-weight", type=float, default=0.0,
+                    help="--retain-weight of the R2F rows (default: the target's).")  # fmt: skip
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     n = ["--steps", str(args.updates)]
@@ -98,6 +100,9 @@ def main() -> None:
     if args.loss:
         r2f += ["--loss", args.loss]
         tag += f" {args.loss}"
+    if args.retain_weight:
+        r2f += ["--retain-weight", str(args.retain_weight)]
+        tag += f" a{args.retain_weight:g}"
     variants = {} if args.no_lora else {"lora": [*n]}
     sizes = [float(s) for s in args.steps.split(",")]
     for s in sizes:

@@ -311,6 +311,36 @@ def test_subspace_decoder_is_exact_inside_the_input_span():
     assert cosine(analytic([g @ a.T for a in a_mats], a_mats), g) < 0.9
 
 
+def test_layers_that_read_one_input_share_its_rows_and_basis(tiny_model):
+    # q, k and v read one tensor, gate and up another: the capture keeps one copy of those rows
+    # and the decoding takes one basis for them, as wide as twice the largest k among them.
+    from reveal_release.r2f.decoder import shared_bases
+
+    tok = tiny_model.tokenizer
+    model = _llama(tok, 64, 2)
+    layers = linear_layers(model, KINDS)
+    cap = Capture()
+    capture(model, layers, nll_loss(_batch(tok)), random_a(layers, 4, seed=3), cap,
+            keep_inputs=64)  # fmt: skip
+    names = {ly.kind: ly.name for ly in layers if ".layers.1." in ly.name}
+    assert cap.inputs[names["q_proj"]][0] is cap.inputs[names["v_proj"]][0]
+    assert cap.inputs[names["gate_proj"]][0] is cap.inputs[names["up_proj"]][0]
+    assert cap.inputs[names["o_proj"]][0] is not cap.inputs[names["q_proj"]][0]
+    ks = {"q_proj": 4, "k_proj": 8, "v_proj": 4, "o_proj": 8, "gate_proj": 16, "up_proj": 4,
+          "down_proj": 8}  # fmt: skip
+    bases = shared_bases(layers, cap.inputs, lambda ly: ks[ly.kind])
+    assert bases[names["q_proj"]] is bases[names["k_proj"]] is bases[names["v_proj"]]
+    assert bases[names["q_proj"]].shape[1] == 16 and bases[names["gate_proj"]].shape[1] == 32
+    assert bases[names["o_proj"]].shape[1] == 16 and bases[names["down_proj"]].shape[1] == 16
+    # the narrower randomized basis spans the exact top-k input directions
+    for ly in layers:
+        x = torch.cat(cap.inputs[ly.name])
+        exact = torch.linalg.svd(x, full_matrices=False).Vh[: ks[ly.kind]].T
+        u = bases[ly.name][:, : ks[ly.kind]]
+        overlap = float((exact.T @ u).norm() ** 2) / ks[ly.kind]
+        assert overlap > 0.95, (ly.name, overlap)
+
+
 def _loaded(tiny_model, model) -> LoadedModel:
     import dataclasses
 

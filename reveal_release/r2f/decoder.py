@@ -9,6 +9,7 @@ relative depth, are fitted on a proxy model; they do not depend on widths or lay
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,28 @@ def input_basis(inputs: Sequence[Any], k_max: int = max(K_GRID)) -> Any:
     q = min(k_max, x.shape[0], x.shape[1])
     _, _, v = torch.svd_lowrank(x, q=q, niter=3)
     return v[:, :q]
+
+
+def shared_bases(
+    layers: Sequence[Any], inputs: dict[str, Sequence[Any]], k_of: Any
+) -> dict[str, Any]:
+    """Each layer's input basis, to twice the largest k (`k_of(layer)`) used on it, computed once
+    for consecutive layers that kept the same input rows (q, k and v read one tensor; gate and
+    up another, and the capture keeps one copy of their rows)."""
+    groups: list[list[Any]] = []
+    for ly in layers:
+        rows = inputs[ly.name]
+        last = inputs[groups[-1][0].name] if groups else None
+        if last is not None and len(last) == len(rows) and all(map(operator.is_, last, rows)):
+            groups[-1].append(ly)
+        else:
+            groups.append([ly])
+    out = {}
+    for group in groups:
+        k = min(max(K_GRID), 2 * max(k_of(ly) for ly in group))
+        u = input_basis(inputs[group[0].name], k_max=k)
+        out.update({ly.name: u for ly in group})
+    return out
 
 
 def subspace_solve(

@@ -83,10 +83,17 @@ def _layer_hook(
             t = t if sel is None else t[sel]
             return t.reshape(-1, width)[m.reshape(-1)].float()
 
+        def input_rows(v: int | None, sel: Any) -> Any:
+            # layers that read one tensor (q, k and v; gate and up) share its rows: one copy
+            key = (x.data_ptr(), tuple(x.shape), x.stride(), v)
+            if key not in current["rows"]:
+                current["rows"][key] = rows(x, sel, layer.d_in)
+            return current["rows"][key]
+
         def bwd(grad):
             grad = grad.detach()
             for v, sel in groups:
-                xf, d = rows(x, sel, layer.d_in), rows(grad, sel, layer.d_out)
+                xf, d = input_rows(v, sel), rows(grad, sel, layer.d_out)
                 if v is None:  # shared rows: every view's sketch in one product
                     for w, part in enumerate((d.T @ (xf @ stacked.T)).split(rank, dim=1)):
                         add(w, part)
@@ -158,7 +165,7 @@ def capture_views(
 
     modules = dict(model.named_modules())
     device = next(model.parameters()).device
-    current: dict[str, Any] = {"mask": None, "groups": ()}
+    current: dict[str, Any] = {"mask": None, "groups": (), "rows": {}}
     sums = {ly.name: [None] * len(a_views) for ly in layers}
 
     def forward(
@@ -191,6 +198,7 @@ def capture_views(
             loss = loss_fn(forward)
             loss.backward()
     finally:
+        current["rows"].clear()
         for h in handles:
             h.remove()
         for p in frozen:

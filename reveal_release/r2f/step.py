@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from reveal_release.r2f.decoder import SubspaceDecoder, input_basis
+from reveal_release.r2f.decoder import SubspaceDecoder, shared_bases
 from reveal_release.r2f.sketch import Capture, Layer
 
 
@@ -177,9 +177,13 @@ def decoded_step(
     `precondition` rescales each gradient before that (--r2f-precondition)."""
     import torch
 
+    bases: dict[str, Any] = {}
+
     def decoded(ly: Layer) -> Any:
+        if not bases:
+            bases.update(shared_bases(layers, cap.inputs, lambda x: dec.params(x.kind, x.depth)[0]))
         sketches, a = cap.sketches[ly.name], [a[ly.name] for a in a_views]
-        return dec.decode(ly.kind, ly.depth, sketches, a, input_basis(cap.inputs[ly.name]))
+        return dec.decode(ly.kind, ly.depth, sketches, a, bases[ly.name])
 
     gradient, heading = gradient or decoded, heading or Momentum()
     norms = []
