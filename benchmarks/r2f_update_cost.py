@@ -16,7 +16,8 @@ only; r2f = LoRA sketches of the decoder's views of the forget batch (no weight 
 views in one pass (or `--views-per-pass` at a time) and the retain batch once, then every
 adapted layer decoded, preconditioned and stepped as the release's defaults do; r2f-per-view =
 the same with one pass per view, each with the retain batch (how R2F steps ran before the
-views were batched).
+views were batched); r2f-projections = `--r2f-views projections`: the forget batch once, shared
+by every view, each view its own random A.
 
 The retain term is the release's (`--retain-loss`, kl by default): KL(base || model) over the
 retain answers' next-token distributions. lora takes the base's with the module off, as a LoRA
@@ -115,7 +116,8 @@ def backprop_times(model, method: str, batch: dict, retain: dict, a) -> tuple[ob
 
 
 def r2f_times(model, method: str, batch: dict, retain: dict, a) -> list:
-    """r2f or r2f-per-view: seconds of each of `repeats` + 1 decoded updates."""
+    """r2f, r2f-per-view or r2f-projections: seconds of each of `repeats` + 1 decoded
+    updates."""
     import torch
 
     from reveal_release.r2f.decoder import load_decoder
@@ -137,6 +139,7 @@ def r2f_times(model, method: str, batch: dict, retain: dict, a) -> list:
     # r2f: as a release step runs now (views batched, the retain batch once); r2f-per-view:
     # as it ran before (one pass per view, each with the retain batch)
     per_pass = 1 if method == "r2f-per-view" else (a.views_per_pass or dec.views)
+    passes = [None] if method == "r2f-projections" else view_passes(dec.views, per_pass)
     times = []
     for step in range(a.repeats + 1):
         t = time.perf_counter()
@@ -146,11 +149,11 @@ def r2f_times(model, method: str, batch: dict, retain: dict, a) -> list:
         ]
         base = base_dists(model, mods, original, retain) if a.retain_loss == "kl" else None
         cap = Capture()
-        for n, group in enumerate(view_passes(dec.views, per_pass)):
-            views = [v for v in group for _ in range(4)]
-            fwd = {k: x.repeat(len(group), 1) for k, x in batch.items()}
+        for n, group in enumerate(passes):
+            views = None if group is None else [v for v in group for _ in range(4)]
+            fwd = batch if group is None else {k: x.repeat(len(group), 1) for k, x in batch.items()}
             shared = retain if n == 0 or method == "r2f-per-view" else None
-            fn, _ = round_loss(cfg, fwd, views, ref[: len(views)], shared, base)
+            fn, _ = round_loss(cfg, fwd, views, ref[: len(fwd["input_ids"])], shared, base)
             capture_views(model, layers, fn, a_views, cap, keep_inputs=2048)
         scale = {n: default.r2f_step * float(w.norm()) for n, w in original.items()}
         decoded_step(dec, layers, mods, cap, a_views, scale, precondition=precondition)
@@ -191,7 +194,7 @@ def one(name: str, method: str, a: argparse.Namespace) -> dict:
     }
 
 
-METHODS = ("full", "lora", "r2f", "r2f-per-view")
+METHODS = ("full", "lora", "r2f", "r2f-per-view", "r2f-projections")
 
 
 def main() -> None:

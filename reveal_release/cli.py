@@ -257,6 +257,13 @@ def r2f_check(
     prompts: Annotated[int, typer.Option(min=4, help="Held-out prompts (batches of 4).")] = 8,
     json_path: JsonOpt = None,
     seed: int = 0,
+    views_from: Annotated[
+        str,
+        typer.Option(
+            help="What tells the views apart, as rr release --r2f-views takes them: "
+            "paraphrases or projections."
+        ),
+    ] = "paraphrases",
     trust_remote_code: TrustOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -265,7 +272,7 @@ def r2f_check(
 
     check_command(
         decoder=decoder, model=model, prompts=prompts, json_path=json_path, seed=seed,
-        trust_remote_code=trust_remote_code, device=device,
+        trust_remote_code=trust_remote_code, device=device, views_from=views_from,
     )  # fmt: skip
 
 

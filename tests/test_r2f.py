@@ -240,6 +240,72 @@ def test_an_r2f_round_trains_the_forget_loss_it_is_given(fitted, tiny_model, tmp
         module("generic-dpo", [{k: v for k, v in r.items() if k != "focus"} for r in rows])
 
 
+def test_projection_views_sketch_one_gradient_in_one_pass(tiny_model):
+    # --r2f-views projections: the forget rows shared by every view in one pass give view v the
+    # sketch G A_v^T of the one batch's loss, as a pass per A would.
+    from types import SimpleNamespace
+
+    from reveal_release.r2f.sketch import capture_views
+    from reveal_release.release.updates.r2f import round_loss
+    from reveal_release.train.logprobs import sequence_logps_from_logits
+    from reveal_release.train.losses.npo import npo_loss
+
+    tok = tiny_model.tokenizer
+    model = _llama(tok, 64, 2)
+    layers = linear_layers(model, KINDS)
+    cfg = SimpleNamespace(beta=0.1, retain_weight=0.0)
+    batch, ref = _batch(tok), torch.tensor([-20.0, -9.0])
+    a_views = [random_a(layers, 4, seed=50 + v) for v in range(3)]
+
+    def loss_fn(forward):
+        logp, _ = sequence_logps_from_logits(
+            forward(batch["input_ids"], batch["attention_mask"]), batch["labels"]
+        )
+        return npo_loss(logp, ref, cfg.beta)
+
+    expected, got = Capture(), Capture()
+    for a in a_views:
+        capture(model, layers, loss_fn, a, expected)
+    fn, report = round_loss(cfg, batch, None, ref, None)
+    capture_views(model, layers, fn, a_views, got)
+    for ly in layers:
+        for v in range(3):
+            want = expected.sketches[ly.name][v]
+            assert want.abs().max() > 0
+            torch.testing.assert_close(got.sketches[ly.name][v], want, rtol=1e-3, atol=1e-6)
+    assert not torch.allclose(got.sketches[layers[0].name][0], got.sketches[layers[0].name][1])
+
+
+def test_an_r2f_round_with_projection_views_asks_for_no_paraphrases(
+    fitted, tiny_model, tmp_path, monkeypatch
+):
+    # The views are the forget prompts themselves: the round writes its module without the
+    # model rewording a prompt, and a view source it does not know is a one-line error.
+    import reveal_release.r2f.paraphrase as para
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.release.updates import UPDATES, RoundInputs
+    from reveal_release.train.lora import delta_weights
+
+    _, _, path = fitted
+    model = _llama(tiny_model.tokenizer, 64, 2)
+    rows = [{"prompt": "Write a function.", "response": "def f(x): return x + 1"},
+            {"prompt": "Reverse a list.", "response": "def rev(xs): return xs[::-1]"}]  # fmt: skip
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    monkeypatch.setattr(para, "paraphrases", lambda *a, **k: pytest.fail("paraphrased"))
+    cfg = ReleaseConfig(update="r2f", decoder=str(path), steps=2, batch_size=2, rank=4,
+                        target_modules=KINDS, r2f_views="projections")  # fmt: skip
+    result = UPDATES.get("r2f")(
+        RoundInputs(model=model, tokenizer=tiny_model.tokenizer, forget=rows, retain=rows[:1],
+                    earlier_a=[], cfg=cfg, round_=1, workdir=tmp_path, on_step=None),
+        tmp_path / "adapter",
+    )  # fmt: skip
+    assert result.steps == 2 and all(h["forget"] > 0 for h in result.history)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert all(float(d.norm()) > 0 for d in delta_weights(tmp_path / "adapter").values())
+    with pytest.raises(RRError, match="unknown view source 'both': choose paraphrases or"):
+        ReleaseConfig(r2f_views="both")
+
+
 def test_the_retain_kl_term_holds_the_base_models_answer_distributions(tiny_model):
     # --retain-loss kl under --update r2f: a * KL(base || model) over the retain answers'
     # next-token distributions, the base's taken with the round's weights swapped out for one
@@ -433,6 +499,10 @@ def test_r2f_commands_bad_input_is_one_line(tmp_path, tiny_folder):
         (["r2f", "fit", "--proxy", str(tiny_folder), "--out", str(tmp_path / "d"), "--rank", "99"],
          "--rank must be between 1 and 64"),
         (["release", "--run", str(tmp_path), "--update", "r2f"], "--update r2f needs --decoder"),
+        (["r2f", "check", "--decoder", str(tmp_path), "--model", str(tiny_folder), "--views-from",
+          "both"], "--views-from takes paraphrases or projections, not 'both'"),
+        (["release", "--run", str(tmp_path), "--update", "r2f", "--decoder", str(tmp_path),
+          "--r2f-views", "both"], "unknown view source 'both'"),
     ]  # fmt: skip
     for args, msg in cases:
         out = run_rr(*args)
@@ -457,6 +527,12 @@ def test_fit_check_and_release_with_r2f_through_the_command_line(tiny_folder, re
     )  # fmt: skip
     assert chk.returncode == 0, chk.stderr
     assert json.loads(check_json.read_text())["layers"]["down_proj"]["n"] == 2
+    chk = run_rr(
+        "r2f", "check", "--decoder", str(dec_dir), "--model", str(tiny_folder),
+        "--prompts", "4", "--views-from", "projections", "--json", str(check_json),
+    )  # fmt: skip
+    assert chk.returncode == 0, chk.stderr
+    assert json.loads(check_json.read_text())["views_from"] == "projections"
 
     run = copy_run(revealed, tmp_path)
     rel = run_rr(

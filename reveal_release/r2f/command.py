@@ -75,7 +75,7 @@ def fit_command(
 
 def check_command(
     *, decoder: Path, model: str, prompts: int, json_path: Path | None, seed: int,
-    trust_remote_code: bool, device: str = "auto",
+    trust_remote_code: bool, device: str = "auto", views_from: str = "paraphrases",
 ) -> None:  # fmt: skip
     """Held-out cosine of a saved decoder on another model, against the analytic baseline."""
     from reveal_release.console import progress
@@ -83,6 +83,9 @@ def check_command(
     from reveal_release.r2f.decoder import load_decoder
     from reveal_release.r2f.fit import make_examples
     from reveal_release.r2f.sketch import linear_layers
+
+    if views_from not in ("paraphrases", "projections"):
+        raise RRError(f"--views-from takes paraphrases or projections, not {views_from!r}")
 
     dec = load_decoder(decoder)
     texts = prompts_from(CHECK_POOLS, prompts)
@@ -94,14 +97,14 @@ def check_command(
         dec.params(ly.kind, ly.depth)  # one line naming a kind the decoder cannot map
     from reveal_release.r2f.fit import check_decoder
 
-    examples = make_examples(loaded, texts, dec.views, 4, seed)
+    examples = make_examples(loaded, texts, dec.views, 4, seed, views_from)
     with progress() as bar:
         task = bar.add_task("gradient pairs", total=len(examples))
         fig = check_decoder(
             dec, loaded, layers, examples, dec.rank, seed + 20_000,
             on_pair=lambda i, n: bar.update(task, completed=i),
         )  # fmt: skip
-    fig["decoder_proxy"] = dec.proxy
+    fig["decoder_proxy"], fig["views_from"] = dec.proxy, views_from
     print_figures(f"r2f check: decoder from {dec.proxy} on {model}", fig, json_path)
 
 

@@ -35,14 +35,20 @@ class Example:
 
 
 def make_examples(
-    loaded: LoadedModel, prompts: Sequence[str], views: int, batch: int, seed: int
-) -> list[Example]:
-    """The model's own greedy answers to prompts, in batches, with paraphrased views."""
+    loaded: LoadedModel, prompts: Sequence[str], views: int, batch: int, seed: int,
+    views_from: str = "paraphrases",
+) -> list[Example]:  # fmt: skip
+    """The model's own greedy answers to prompts, in batches, with paraphrased views (or, with
+    views_from "projections", every view the prompts themselves: views differ by A alone, as
+    `rr release --r2f-views projections` takes them)."""
     from reveal_release.generation import generate
 
     gens, _ = generate(loaded, list(prompts), max_new_tokens=48)
     answers = [g.text for g in gens]
-    per_prompt = paraphrases(loaded, prompts, views, seed)
+    if views_from == "projections":
+        per_prompt = [[p] * views for p in prompts]
+    else:
+        per_prompt = paraphrases(loaded, prompts, views, seed)
     out = []
     for lo in range(0, len(prompts) - batch + 1, batch):
         rows = per_prompt[lo : lo + batch]

@@ -40,7 +40,7 @@ LORA_ONLY = (
 # Options only an R2F round reads.
 R2F_ONLY = (
     "decoder", "r2f_step", "r2f_momentum", "r2f_precondition", "r2f_retain_guard",
-    "r2f_views_per_pass",
+    "r2f_views_per_pass", "r2f_views",
 )  # fmt: skip
 
 
@@ -82,6 +82,14 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         "With --update r2f: halve a step (up to 4 times) while it raised the retain batch's "
         "answer NLL by more than this many nats (0: off).",
         check=non_negative(),
+    )
+    r2f_views: str = option(
+        "paraphrases",
+        "With --update r2f: what tells the decoder's views apart. paraphrases: each view rewords "
+        "the forget prompts (the model's own paraphrases), one forward/backward of the forget "
+        "batch per view; projections: the forget prompts as they are, in one pass, each view "
+        "a fresh random A of the same gradient (a quarter of the passes with 4 views).",
+        check=one_of("view source", "paraphrases", "projections"),
     )
     r2f_views_per_pass: int = option(
         0,

@@ -6,10 +6,11 @@ on the retain answers, or with --retain-loss nll minus their log-likelihood) ove
 prompts' paraphrased views, a fresh random A per view and no weight gradient; each adapted
 layer's full gradient decoded from them, its components in earlier rounds' input subspaces
 removed, and a step of relative size --r2f-step along it. A paired loss (generic-dpo) runs its
-chosen answers under the same views in the same pass. At the end of the round the change is
-truncated to rank r, saved as a PEFT module (alpha = r, so s = 1) and the weights put back: the
-round loop merges the module as it does an O-LoRA round, so both share the run format, resume (a
-killed R2F round restarts) and export.
+chosen answers under the same views in the same pass. With --r2f-views projections the views are
+the forget prompts themselves in one pass, each view a fresh A of that one gradient. At the end
+of the round the change is truncated to rank r, saved as a PEFT module (alpha = r, so s = 1) and
+the weights put back: the round loop merges the module as it does an O-LoRA round, so both share
+the run format, resume (a killed R2F round restarts) and export.
 """
 
 from __future__ import annotations
@@ -72,12 +73,15 @@ def _retain_term(cfg: Any, forward: Any, retain: dict, retain_ref: Any, report: 
 
 
 def view_terms(
-    loss: ForgetLoss, cfg: Any, logp: Any, n: Any, ref: Any, views: Sequence[int], paired: bool
-) -> list[Any]:
-    """The forget loss of each view's rows (their own mean), in view order. A paired batch holds
-    the rejected rows and then the chosen ones, tagged with the same views."""
+    loss: ForgetLoss, cfg: Any, logp: Any, n: Any, ref: Any, views: Sequence[int] | None,
+    paired: bool,
+) -> list[Any]:  # fmt: skip
+    """The forget loss of each view's rows (their own mean), in view order (views None: one
+    term, the rows shared by every view). A paired batch holds the rejected rows and then the
+    chosen ones, tagged with the same views."""
     import torch
 
+    views = [0] * len(logp) if views is None else views
     at = torch.tensor(views, device=logp.device)
     half = len(views) // 2 if paired else len(views)
     first = torch.arange(len(views), device=logp.device) < half
@@ -93,14 +97,15 @@ def view_terms(
 
 
 def round_loss(
-    cfg: Any, forget: dict, views: Sequence[int], ref: Any, retain: dict | None,
+    cfg: Any, forget: dict, views: Sequence[int] | None, ref: Any, retain: dict | None,
     retain_ref: Any = None, loss: ForgetLoss | None = None, paired: bool = False,
 ) -> tuple[Any, Any]:  # fmt: skip
     """The pass's loss as a function of `forward`, and the mean per-view loss it reports.
 
     For each view v of the forget batch, the forget loss (`loss`, NPO unless given) on its rows,
     summed over views, plus a * the retain term (rows shared by every view): view v's sketch is
-    then that of L_v + a * retain, the loss of one view.
+    then that of L_v + a * retain, the loss of one view. With views None the forget rows are
+    shared by every view too (one term).
     """
     report: dict[str, float] = {}
     loss = loss or FORGET_LOSSES.get("npo")()
@@ -130,7 +135,7 @@ class _Round:
     loss: ForgetLoss
     rows: list[dict]
     chosen: list[dict] | None  # a paired loss's preferred answer to each row
-    views: list[list[str]]
+    views: list[list[str]] | None  # each row's prompt per view (None: --r2f-views projections)
     ref: Any  # the rows' reference log-probs, then the chosen answers' (paired)
     mods: dict[str, Any]
     original: dict[str, Any]
@@ -162,7 +167,10 @@ def _prepare(inp: RoundInputs) -> _Round:
     if chosen is not None and len(chosen) != len(rows):
         raise RRError(f"--loss {cfg.loss}: its chosen answers do not pair with its rows")
     seed = seeds.round_reveal(cfg.seed, inp.round_)
-    views = paraphrases(LoadedModel.bare(model, tok), [r["prompt"] for r in rows], dec.views, seed)
+    views = None
+    if cfg.r2f_views == "paraphrases":
+        prompts = [r["prompt"] for r in rows]
+        views = paraphrases(LoadedModel.bare(model, tok), prompts, dec.views, seed)
     mods = dict(model.named_modules())
     scored = rows + (chosen or [])
     ref = _reference(model, tok, scored, cfg.max_length) if loss.needs_reference else None
@@ -201,7 +209,8 @@ def _step(r: _Round, step: int) -> dict:
 
     The views of the forget batch run together (in passes of --r2f-views-per-pass), and the
     retain batch once, in the first pass, for all of them: its sketch for each view uses
-    that view's A (one stacked product).
+    that view's A (one stacked product). With --r2f-views projections the forget batch is
+    shared by every view the same way, in one pass.
     """
     from reveal_release.r2f.sketch import Capture, capture_views, random_a
     from reveal_release.r2f.step import decoded_step
@@ -222,12 +231,13 @@ def _step(r: _Round, step: int) -> dict:
     kl = trained is not None and cfg.retain_loss == "kl"
     retain_ref = base_dists(inp.model, r.mods, r.original, trained) if kl else None
     cap, forget_loss, retain_term, before = Capture(), 0.0, 0.0, None
-    for n, group in enumerate(view_passes(r.dec.views, cfg.r2f_views_per_pass)):
+    passes = [None] if r.views is None else view_passes(r.dec.views, cfg.r2f_views_per_pass)
+    for n, group in enumerate(passes):
         forget, views, ref = _forget_batch(r, idx, group)
         fn, report = round_loss(cfg, forget, views, ref, trained if n == 0 else None, retain_ref,
                                 r.loss, r.chosen is not None)  # fmt: skip
         capture_views(inp.model, r.layers, fn, a_views, cap, keep_inputs=2048)
-        forget_loss += report["forget"] * len(group) / r.dec.views
+        forget_loss += report["forget"] * (1 if group is None else len(group) / r.dec.views)
         retain_term += report["retain"]
         before = report.get("retain_nll", before)
     scale = {n: cfg.r2f_step * float(w.norm()) for n, w in r.original.items()}
@@ -246,18 +256,25 @@ def _step(r: _Round, step: int) -> dict:
     return entry
 
 
-def _forget_batch(r: _Round, idx: Sequence[int], group: Sequence[int]) -> tuple[dict, list, Any]:
+def _forget_batch(
+    r: _Round, idx: Sequence[int], group: Sequence[int] | None
+) -> tuple[dict, list | None, Any]:
     """Rows `idx` under each view of `group` (then their chosen answers under the same views,
-    for a paired loss): the batch, each row's view and its reference log-prob."""
+    for a paired loss): the batch, each row's view and its reference log-prob. group None: the
+    rows with their own prompts, shared by every view (views None)."""
     import torch
 
     cfg, answers = r.inp.cfg, [r.rows]
     if r.chosen is not None:
         answers.append(r.chosen)
-    pairs = [(r.views[i][v], rows[i]["response"]) for rows in answers for v in group for i in idx]
-    views = [v for _ in answers for v in group for _ in idx]
     at = torch.tensor(list(idx), device=r.ref.device)
-    ref = torch.cat([r.ref[at + k * len(r.rows)].repeat(len(group)) for k in range(len(answers))])
+    if group is None:
+        pairs = [(r.rows[i]["prompt"], rows[i]["response"]) for rows in answers for i in idx]
+        views, times = None, 1
+    else:
+        pairs = [(r.views[i][v], a[i]["response"]) for a in answers for v in group for i in idx]
+        views, times = [v for _ in answers for v in group for _ in idx], len(group)
+    ref = torch.cat([r.ref[at + k * len(r.rows)].repeat(times) for k in range(len(answers))])
     return _batch(r.inp.tokenizer, pairs, cfg.max_length, r.inp.model.device), views, ref
 
 
