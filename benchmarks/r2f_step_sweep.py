@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--loss", default="", help="--loss of the R2F rows (default: the target's).")
     ap.add_argument("--retain-weight", type=float, default=0.0,
                     help="--retain-weight of the R2F rows (default: the target's).")  # fmt: skip
+    ap.add_argument("--extra", default="", help="More rr release options for the R2F rows.")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     n = ["--steps", str(args.updates)]
@@ -103,6 +104,9 @@ def main() -> None:
     if args.retain_weight:
         r2f += ["--retain-weight", str(args.retain_weight)]
         tag += f" a{args.retain_weight:g}"
+    if args.extra:
+        r2f += args.extra.split()
+        tag += " " + " ".join(x.lstrip("-") for x in args.extra.split())
     variants = {} if args.no_lora else {"lora": [*n]}
     sizes = [float(s) for s in args.steps.split(",")]
     for s in sizes:

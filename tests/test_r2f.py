@@ -306,6 +306,27 @@ def test_an_r2f_round_with_projection_views_asks_for_no_paraphrases(
         ReleaseConfig(r2f_views="both")
 
 
+def test_an_r2f_round_ends_early_under_converge_as_a_lora_round_does(fitted, tiny_model, tmp_path):
+    # --converge (and its patience) end an R2F round too: here any loss under 10x the first.
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.release.updates import UPDATES, RoundInputs
+
+    _, _, path = fitted
+    model = _llama(tiny_model.tokenizer, 64, 2)
+    rows = [{"prompt": "Write a function.", "response": "def f(x): return x + 1"}]
+    steps = {}
+    for converge in (0.0, 10.0):
+        cfg = ReleaseConfig(update="r2f", decoder=str(path), steps=4, batch_size=1, rank=4,
+                            target_modules=KINDS, r2f_views="projections", converge=converge,
+                            patience=1)  # fmt: skip
+        steps[converge] = UPDATES.get("r2f")(
+            RoundInputs(model=model, tokenizer=tiny_model.tokenizer, forget=rows, retain=[],
+                        earlier_a=[], cfg=cfg, round_=1, workdir=tmp_path, on_step=None),
+            tmp_path / f"adapter-{converge}",
+        ).steps  # fmt: skip
+    assert steps == {0.0: 4, 10.0: 2}
+
+
 def test_the_retain_kl_term_holds_the_base_models_answer_distributions(tiny_model):
     # --retain-loss kl under --update r2f: a * KL(base || model) over the retain answers'
     # next-token distributions, the base's taken with the round's weights swapped out for one

@@ -32,7 +32,7 @@ from reveal_release.train.logprobs import (
     sequence_logps,
     sequence_logps_from_logits,
 )
-from reveal_release.train.loop import TrainResult
+from reveal_release.train.loop import TrainResult, converged
 from reveal_release.train.lora import module_name, write_module
 from reveal_release.train.losses.base import FORGET_LOSSES, ForgetLoss
 from reveal_release.train.losses.retain_kl import answer_dists, answer_log_probs
@@ -339,6 +339,8 @@ def r2f_update(inp: RoundInputs, adapter_dir: Path) -> TrainResult:
             history.append(_step(r, step))
             if inp.on_step:
                 inp.on_step(step + 1, history[-1])
+            if r.loss.bounded and converged(history, inp.cfg):  # --converge, as a LoRA round
+                break
         deltas = {n: r.mods[n].weight.detach().float() - w.float() for n, w in r.original.items()}
     finally:
         with torch.no_grad():
