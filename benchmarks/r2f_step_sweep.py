@@ -92,21 +92,18 @@ def main() -> None:
     n = ["--steps", str(args.updates)]
     r2f = ["--update", "r2f", "--decoder", str(args.decoder)]
     tag = ""  # the R2F rows' options past the defaults, in their names and folders
-    if args.precondition != "none":
-        r2f += ["--r2f-precondition", args.precondition]
-        tag += f" {args.precondition}"
-    if args.momentum:
-        r2f += ["--r2f-momentum", str(args.momentum)]
-        tag += f" m{args.momentum:g}"
-    if args.loss:
-        r2f += ["--loss", args.loss]
-        tag += f" {args.loss}"
-    if args.retain_weight:
-        r2f += ["--retain-weight", str(args.retain_weight)]
-        tag += f" a{args.retain_weight:g}"
-    if args.extra:
-        r2f += args.extra.split()
-        tag += " " + " ".join(x.lstrip("-") for x in args.extra.split())
+    given = [  # (set, its rr release options, its part of the tag)
+        (args.precondition != "none", ["--r2f-precondition", args.precondition], args.precondition),
+        (bool(args.momentum), ["--r2f-momentum", str(args.momentum)], f"m{args.momentum:g}"),
+        (bool(args.loss), ["--loss", args.loss], args.loss),
+        (bool(args.retain_weight), ["--retain-weight", str(args.retain_weight)],
+         f"a{args.retain_weight:g}"),
+        (bool(args.extra), args.extra.split(), " ".join(x.lstrip("-") for x in args.extra.split())),
+    ]  # fmt: skip
+    for on, options, part in given:
+        if on:
+            r2f += options
+            tag += f" {part}"
     variants = {} if args.no_lora else {"lora": [*n]}
     sizes = [float(s) for s in args.steps.split(",")]
     for s in sizes:

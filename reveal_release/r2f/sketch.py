@@ -177,19 +177,12 @@ def capture_views(
         return embeddings_forward(model, input_ids, attention_mask, logits_to_keep)
 
     handles = [
-        modules[ly.name].register_forward_hook(
-            _layer_hook(
-                ly,
-                current,
-                [a[ly.name].to(device) for a in a_views],
-                sums[ly.name],
-                out,
-                want_true,
-                keep_inputs,
-            )  # fmt: skip
-        )
+        modules[ly.name].register_forward_hook(_layer_hook(
+            ly, current, [a[ly.name].to(device) for a in a_views], sums[ly.name], out, want_true,
+            keep_inputs,
+        ))
         for ly in layers
-    ]
+    ]  # fmt: skip
     frozen = [p for p in model.parameters() if p.requires_grad]  # no weight gradients (R2F)
     for p in frozen:
         p.requires_grad_(False)
