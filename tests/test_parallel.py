@@ -108,8 +108,10 @@ def test_each_process_takes_half_the_batch_and_the_mean_is_the_whole_batchs_grad
         _forget_grads(tiny_model, Processes(1, 2)),
     )
     assert not torch.allclose(first[0], whole[0])  # each process saw a different half
+    # float32 sums in another order (each half pads to its own length) differ by up to 5e-6
+    # on some CPUs, where each half's gradient is up to 3.6 away from the whole's
     for w, a, b in zip(whole, first, second, strict=True):
-        assert torch.allclose((a + b) / 2, w, atol=1e-6)
+        assert torch.allclose((a + b) / 2, w, atol=1e-4)
 
 
 # SAM's perturbation is along the processes' mean gradient, so it too matches one process; the
