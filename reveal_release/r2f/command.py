@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from reveal_release.errors import RRError
-from reveal_release.r2f.fit_config import FitConfig
+from reveal_release.r2f.fit_config import VIEW_SOURCES, FitConfig
 
 FIT_POOLS = ("code.txt", "person.txt", "retain.txt")
 CHECK_POOLS = ("heldout/code.txt", "heldout/person.txt")
@@ -84,8 +84,8 @@ def check_command(
     from reveal_release.r2f.fit import make_examples
     from reveal_release.r2f.sketch import linear_layers
 
-    if views_from not in ("paraphrases", "projections"):
-        raise RRError(f"--views-from takes paraphrases or projections, not {views_from!r}")
+    if views_from not in VIEW_SOURCES:
+        raise RRError(f"--views-from takes {' or '.join(VIEW_SOURCES)}, not {views_from!r}")
 
     dec = load_decoder(decoder)
     texts = prompts_from(CHECK_POOLS, prompts)

@@ -10,7 +10,7 @@ relative depth, are fitted on a proxy model; they do not depend on widths or lay
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ def input_basis(inputs: Sequence[Any], k_max: int = max(K_GRID)) -> Any:
 
 
 def shared_bases(
-    layers: Sequence[Any], inputs: dict[str, Sequence[Any]], k_of: Any
+    layers: Sequence[Any], inputs: dict[str, Sequence[Any]], k_of: Callable[[Any], int]
 ) -> dict[str, Any]:
     """Each layer's input basis, to twice the largest k (`k_of(layer)`) used on it, computed once
     for consecutive layers that kept the same input rows (q, k and v read one tensor; gate and

@@ -8,6 +8,8 @@ from reveal_release.options import at_least, between, comma_list, non_empty, opt
 from reveal_release.train.config import DEFAULT_MODULES
 
 MAX_VIEWS, MAX_RANK = 16, 64
+# What tells a decoder's views apart (rr release --r2f-views, rr r2f check --views-from).
+VIEW_SOURCES = ("paraphrases", "projections")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from reveal_release.options import (
     option,
     positive,
 )
+from reveal_release.r2f.fit_config import VIEW_SOURCES
 from reveal_release.r2f.step import PRECONDITIONERS
 from reveal_release.train.config import DEFAULT_MODULES, LoraSpec, ObjectiveConfig, OptimConfig
 
@@ -89,7 +90,7 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         "the forget prompts (the model's own paraphrases), one forward/backward of the forget "
         "batch per view; projections: the forget prompts as they are, in one pass, each view "
         "a fresh random A of the same gradient (a quarter of the passes with 4 views).",
-        check=one_of("view source", "paraphrases", "projections"),
+        check=one_of("view source", *VIEW_SOURCES),
     )
     r2f_views_per_pass: int = option(
         0,

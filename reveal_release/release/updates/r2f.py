@@ -173,8 +173,8 @@ def _prepare(inp: RoundInputs) -> _Round:
         views = paraphrases(LoadedModel.bare(model, tok), prompts, dec.views, seed)
     mods = dict(model.named_modules())
     scored = rows + (chosen or [])
-    ref = _reference(model, tok, scored, cfg.max_length) if loss.needs_reference else None
-    ref = torch.zeros(len(scored), device=model.device) if ref is None else ref
+    ref = (_reference(model, tok, scored, cfg.max_length) if loss.needs_reference
+           else torch.zeros(len(scored), device=model.device))  # fmt: skip
     original = {ly.name: mods[ly.name].weight.detach().clone() for ly in layers}
     protect = earlier_bases(inp.earlier_a, module_name)
     heading = Momentum(cfg.r2f_momentum)
