@@ -8,9 +8,11 @@ read back, not rerun): `--update lora`, then `--update r2f --r2f-step S` for eac
 single-step form of the R2F paper (one update of 16x the largest S: theta - eta * grad L), and
 (`--guarded`) R2F steps whose updates the retain guard halves while they raise the retain
 batch's NLL by more than `--guard` nats.
-Columns come from the round's own measurement: held-out reveal rate, retain accuracy and
-perplexity over the base's, the int4-g128 copy's reveal rate, and the round's wall time. A row
-is within the utility budget when retain >= 0.9x and perplexity <= 1.1x (the release's defaults).
+Columns come from the round's own measurement: the part of the update kept (with `--shrink`
+every row, LoRA's too, keeps the largest part within the utility budget), held-out reveal rate,
+retain accuracy and perplexity over the base's, the int4-g128 copy's reveal rate, and the
+round's wall time. A row is within the utility budget when retain >= 0.9x and perplexity <=
+1.1x (the release's defaults).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from pathlib import Path
 
 from reveal_release.console import table
 
-COLUMNS = ["variant", "updates", "held-out", "int4-g128", "retain/base", "ppl/base",
-           "in budget", "s/round"]  # fmt: skip
+COLUMNS = ["variant", "updates", "part kept", "held-out", "int4-g128", "retain/base",
+           "ppl/base", "in budget", "s/round"]  # fmt: skip
 
 
 def release(reveal: Path, folder: Path, args: list[str], rr: list[str] | None = None) -> dict:
@@ -65,12 +67,14 @@ def row(name: str, m: dict) -> list:
     """One table row from a round's metrics."""
     retain, ppl = m.get("retain_ratio"), m.get("ppl_ratio")
     ok = retain is not None and ppl is not None and retain >= 0.9 and ppl <= 1.1
-    return [name, m["train_steps"], f"{m['heldout_reveal_rate']:.2f}",
+    return [name, m["train_steps"], f"{m.get('update_fraction', 1.0):g}",
+            f"{m['heldout_reveal_rate']:.2f}",
             f"{m.get('quant_reveal_rate', float('nan')):.2f}", f"{retain:.2f}", f"{ppl:.2f}",
             "yes" if ok else "no", f"{m['round_seconds']:.0f}"]  # fmt: skip
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The sweep's options."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reveal", type=Path, required=True, help="A run folder after rr reveal.")
     ap.add_argument("--decoder", type=Path, required=True, help="A decoder from rr r2f fit.")
@@ -87,9 +91,18 @@ def main() -> None:
     ap.add_argument("--retain-weight", type=float, default=0.0,
                     help="--retain-weight of the R2F rows (default: the target's).")  # fmt: skip
     ap.add_argument("--extra", default="", help="More rr release options for the R2F rows.")
-    args = ap.parse_args()
+    ap.add_argument("--shrink", type=int, default=0,
+                    help="--shrink of every row, LoRA's too: a round over the utility budget "
+                         "keeps the largest part of its update within it.")  # fmt: skip
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     n = ["--steps", str(args.updates)]
+    if args.shrink:
+        n += ["--shrink", str(args.shrink)]
     r2f = ["--update", "r2f", "--decoder", str(args.decoder)]
     tag = ""  # the R2F rows' options past the defaults, in their names and folders
     given = [  # (set, its rr release options, its part of the tag)
@@ -104,10 +117,11 @@ def main() -> None:
         if on:
             r2f += options
             tag += f" {part}"
-    variants = {} if args.no_lora else {"lora": [*n]}
+    shrunk = f" shrink {args.shrink}" if args.shrink else ""
+    variants = {} if args.no_lora else {f"lora{shrunk}": [*n]}
     sizes = [float(s) for s in args.steps.split(",")]
     for s in sizes:
-        variants[f"r2f step {s:g}{tag}"] = [*r2f, *n, "--r2f-step", str(s)]
+        variants[f"r2f step {s:g}{tag}{shrunk}"] = [*r2f, *n, "--r2f-step", str(s)]
     for s in [float(x) for x in args.guarded.split(",") if x]:
         variants[f"r2f step {s:g}{tag} guard {args.guard:g}"] = [
             *r2f,

@@ -240,6 +240,145 @@ def test_an_r2f_round_trains_the_forget_loss_it_is_given(fitted, tiny_model, tmp
         module("generic-dpo", [{k: v for k, v in r.items() if k != "focus"} for r in rows])
 
 
+def _tamper_round(path, tok, tmp_path, **options):
+    """An R2F round's inputs on a fresh tiny Llama: three code answers, one retain answer."""
+    from reveal_release.release.config import ReleaseConfig
+    from reveal_release.release.updates import RoundInputs
+
+    rows = [{"prompt": "Write a function.", "response": "def f(x): return x + 1"},
+            {"prompt": "Reverse a list.", "response": "def rev(xs): return xs[::-1]"},
+            {"prompt": "Sort a list.", "response": "sorted(xs)"}]  # fmt: skip
+    cfg = ReleaseConfig(update="r2f", decoder=str(path), batch_size=1, rank=4,
+                        target_modules=KINDS, r2f_views="projections", **options)  # fmt: skip
+    return RoundInputs(model=_llama(tok, 64, 2), tokenizer=tok, forget=rows, retain=rows[:1],
+                       earlier_a=[], cfg=cfg, round_=1, workdir=tmp_path, on_step=None)  # fmt: skip
+
+
+def test_the_r2f_tamper_term_is_the_forget_loss_where_the_attacker_relearned(
+    fitted, tiny_model, tmp_path
+):
+    # --tamper-steps under R2F: the step's attacker trains on the step's own answer, and the
+    # term is --tamper-weight x NPO on another answer with the attacker's delta on, the same
+    # value as on a copy of the model with that delta merged into its weights.
+    import copy
+
+    from reveal_release.release.updates.r2f import _attacked_term, _batch, _prepare
+    from reveal_release.train.logprobs import answer_nll, sequence_logps
+    from reveal_release.train.losses.npo import npo_loss
+
+    _, _, path = fitted
+    tok = tiny_model.tokenizer
+    inp = _tamper_round(path, tok, tmp_path, steps=1, tamper_steps=3, tamper_lr=1e-2,
+                        tamper_weight=0.5, tamper_beta=0.2)  # fmt: skip
+    r = _prepare(inp)
+    own = _batch(tok, [(r.rows[0]["prompt"], r.rows[0]["response"])], 64, "cpu")
+    with torch.no_grad():
+        start = float(answer_nll(inp.model, own))
+    term = _attacked_term(r, [0], 0)
+    with torch.no_grad(), r.adversary.active():
+        assert float(answer_nll(inp.model, own)) < start - 0.05  # it relearned its answer
+    merged = copy.deepcopy(inp.model)
+    mods = dict(merged.named_modules())
+    with torch.no_grad():
+        for ly, (a, b) in zip(r.layers, r.adversary.factors, strict=True):
+            mods[ly.name].weight += r.adversary.scale * b @ a
+    want = []
+    for k in (1, 2):  # the other answer is one of these
+        batch = _batch(tok, [(r.rows[k]["prompt"], r.rows[k]["response"])], 64, "cpu")
+        with torch.no_grad():
+            logp, _ = sequence_logps(merged, batch)
+        want.append(0.5 * float(npo_loss(logp, r.ref[k : k + 1], 0.2)))
+
+    def forward(ids, mask, views=None, keep=0):
+        return inp.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+
+    with torch.no_grad():
+        got = float(term(forward))
+    assert min(abs(got - w) for w in want) < 1e-4 * max(want), (got, want)
+    r.inp = replace_cfg(inp, tamper_every=2)
+    assert _attacked_term(r, [0], 1) is None  # --tamper-every 2: no attack on the second step
+
+
+def replace_cfg(inp, **options):
+    """The round's inputs with config options changed."""
+    import dataclasses
+
+    return dataclasses.replace(inp, cfg=dataclasses.replace(inp.cfg, **options))
+
+
+def test_an_r2f_round_with_the_tamper_term_trains_another_module_and_leaves_no_hook(
+    fitted, tiny_model, tmp_path
+):
+    # The attacked term reaches the decoded steps (another module than the same round without
+    # it, the term in the history), and the model answers as before once the round is over.
+    from reveal_release.release.updates import UPDATES
+    from reveal_release.train.lora import delta_weights
+
+    _, _, path = fitted
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7]])
+    modules = {}
+    for steps in (0, 2):
+        inp = _tamper_round(path, tiny_model.tokenizer, tmp_path, steps=2, tamper_steps=steps)
+        with torch.no_grad():
+            before = inp.model(input_ids=ids).logits
+        result = UPDATES.get("r2f")(inp, tmp_path / f"t{steps}")
+        with torch.no_grad():
+            torch.testing.assert_close(inp.model(input_ids=ids).logits, before)
+        modules[steps] = delta_weights(tmp_path / f"t{steps}")
+        attacked = [h.get("forget_t") for h in result.history]
+        assert all(t is None for t in attacked) if steps == 0 else all(t > 0 for t in attacked)
+    assert any(not torch.allclose(modules[0][k], modules[2][k], atol=1e-6) for k in modules[0])
+
+
+def test_the_retain_null_space_leaves_the_retain_answers_outputs_where_they_were(
+    fitted, tiny_model, tmp_path
+):
+    # --r2f-null-space 1.0: every layer's change is orthogonal to the inputs the retain answer
+    # feeds it, so with the round's module merged the retain answer's logits are the base's while
+    # the forget answers' move; without it the retain logits move too.
+    import copy
+
+    from reveal_release.release.updates import UPDATES
+    from reveal_release.release.updates.r2f import _batch
+    from reveal_release.train.lora import delta_weights
+
+    _, _, path = fitted
+    tok = tiny_model.tokenizer
+    moved = {}
+    for share in (0.0, 1.0):
+        inp = _tamper_round(path, tok, tmp_path, steps=2, r2f_null_space=share, r2f_step=5e-2)
+        base = copy.deepcopy(inp.model)
+        UPDATES.get("r2f")(inp, tmp_path / f"n{share}")
+        mods = dict(inp.model.named_modules())
+        with torch.no_grad():
+            for name, d in delta_weights(tmp_path / f"n{share}").items():
+                mods[name.removeprefix("base_model.model.")].weight += d
+        for part, rows in (("retain", inp.retain), ("forget", inp.forget[1:])):
+            b = _batch(tok, [(r["prompt"], r["response"]) for r in rows], 64, "cpu")
+            with torch.no_grad():
+                was = base(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                now = inp.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            moved[part, share] = float((now - was).abs().max())
+    assert moved["retain", 1.0] < 1e-3 < 0.1 < moved["retain", 0.0], moved  # 2e-4 against 0.5
+    assert moved["forget", 1.0] > 1e-3, moved
+
+
+def test_null_space_bases_carry_the_share_asked_and_join_without_extra_directions():
+    from reveal_release.r2f.null_space import joined, top_directions
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=gen) @ torch.randn(3, 16, generator=gen)  # rank 3 in 16
+    x[:, 0] += 10 * torch.randn(40, generator=gen)  # one loud direction
+    cov = (x.T @ x).double()
+    assert top_directions(cov, 1.0).shape == (16, 4)  # rank 4: nothing past it
+    loud = top_directions(cov, 0.5)
+    assert loud.shape == (16, 1) and abs(float(loud[0, 0])) > 0.95
+    q = top_directions(cov, 1.0).float()
+    both = joined({"l": q[:, :2]}, {"l": q[:, 1:], "m": q})
+    assert both["l"].shape == (16, 4) and both["m"] is q
+    torch.testing.assert_close(both["l"].T @ both["l"], torch.eye(4), atol=1e-5, rtol=0)
+
+
 def test_projection_views_sketch_one_gradient_in_one_pass(tiny_model):
     # --r2f-views projections: the forget rows shared by every view in one pass give view v the
     # sketch G A_v^T of the one batch's loss, as a pass per A would.
@@ -885,11 +1024,11 @@ def test_options_of_the_other_update_are_refused_when_given_and_dropped_when_a_s
     run = copy_run(revealed, tmp_path)
     out = run_rr(
         "release", "--run", str(run), "--update", "r2f", "--decoder", str(dec),
-        "--tamper-steps", "2", "--max-epochs", "3",
+        "--tamper-quant", "int4", "--max-epochs", "3",
     )  # fmt: skip
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr
-    assert "--max-epochs, --tamper-steps work with --update lora only, not --update r2f" in lines[0]
+    assert "--max-epochs, --tamper-quant work with --update lora only, not --update r2f" in lines[0]
     assert not (run / "round-1").exists()
     # and the other way round: R2F's own options given to a LoRA release
     out = run_rr("release", "--run", str(run), "--r2f-step", "2e-3", "--r2f-precondition", "whiten")
@@ -898,13 +1037,13 @@ def test_options_of_the_other_update_are_refused_when_given_and_dropped_when_a_s
     want = "--r2f-step, --r2f-precondition work with --update r2f only, not --update lora"
     assert want in lines[0]
     assert not (run / "round-1").exists()
-    # The person spec sets generic-dpo, a simulated attacker and a gain: R2F keeps the loss and
-    # the gain (every update's) and puts the LoRA-only ones back to their defaults.
+    # The person spec sets generic-dpo, a simulated attacker and a gain: R2F keeps the loss, the
+    # attacker and the gain (every update's) and puts the LoRA-only ones back to their defaults.
     person = load_target("person")
     cfg = ReleaseConfig(update="r2f", decoder=str(dec))
     got = _settings(cfg, person, "default", frozenset({"update", "decoder"}), "hf")
     default = ReleaseConfig()
-    assert (got.tamper_steps, got.max_epochs) == (default.tamper_steps, default.max_epochs)
+    assert got.max_epochs == default.max_epochs and (got.tamper_steps, got.tamper_lr) == (3, 3e-3)
     assert got.loss == "generic-dpo" and got.snap_gain == 2 and got.unused_by_update() == {}
     said = capsys.readouterr()
     assert "--update r2f does not use --max-epochs" in (said.out + said.err)

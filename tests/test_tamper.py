@@ -58,7 +58,7 @@ def _with_delta_merged(pm, adv: RelearnAdversary, quant: str = "none"):
 
 def test_the_attacker_adds_its_low_rank_delta_and_nothing_outside_its_context(tokenizer):
     pm = _lora(tokenizer)
-    adv = RelearnAdversary(pm, ATTACKER_LORA, lr=1e-2, steps=1, seed=0)
+    adv = RelearnAdversary.on_peft(pm, ATTACKER_LORA, lr=1e-2, steps=1, seed=0)
     adv.reset()
     with torch.no_grad():
         for _, b in adv.factors:
@@ -79,7 +79,7 @@ def test_the_attack_relearns_and_leaves_the_defender_alone(tokenizer):
     pm = _lora(tokenizer)
     batch = collate(encode_rows(tokenizer, ROWS, 64), tokenizer.pad_token_id)
     before = {k: p.detach().clone() for k, p in trainable(pm).items()}
-    adv = RelearnAdversary(pm, ATTACKER_LORA, lr=1e-2, steps=4, seed=0)
+    adv = RelearnAdversary.on_peft(pm, ATTACKER_LORA, lr=1e-2, steps=4, seed=0)
     with torch.no_grad():
         start = float(_nll(pm, batch))
     adv.attack(lambda: _nll(pm, batch))

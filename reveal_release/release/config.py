@@ -31,17 +31,17 @@ __all__ = ["DEFAULT_MODULES", "ReleaseConfig"]
 # Harry Potter to 0.05 (README, R2F; the plain 1e-4 step of before left 0.75 there).
 R2F_STEP = 1e-3
 
-# Options only a LoRA round reads: R2F trains the forget loss (--loss) plus the retain term
-# (--retain-loss) with its own step (--r2f-step), and ignores these.
+# Options only a LoRA round reads: R2F trains the forget loss (--loss), the retain term
+# (--retain-loss) and the tamper term (--tamper-steps, --tamper-lr, --tamper-weight,
+# --tamper-beta, --tamper-every) with its own step (--r2f-step), and ignores these.
 LORA_ONLY = (
     "alpha", "lr", "orth_weight", "l2_weight", "max_epochs", "focus",
-    "qat", "qat_weight", "fp_weight", "sam_rho", "mask", "tamper_steps", "tamper_lr",
-    "tamper_weight", "tamper_beta", "tamper_loss", "tamper_every", "tamper_quant",
+    "qat", "qat_weight", "fp_weight", "sam_rho", "mask", "tamper_loss", "tamper_quant",
 )  # fmt: skip
 # Options only an R2F round reads.
 R2F_ONLY = (
     "decoder", "r2f_step", "r2f_momentum", "r2f_precondition", "r2f_retain_guard",
-    "r2f_views_per_pass", "r2f_views",
+    "r2f_views_per_pass", "r2f_views", "r2f_null_space",
 )  # fmt: skip
 
 
@@ -91,6 +91,14 @@ class ReleaseConfig(ObjectiveConfig, OptimConfig, LoraSpec):
         "batch per view; projections: the forget prompts as they are, in one pass, each view "
         "a fresh random A of the same gradient (a quarter of the passes with 4 views).",
         check=one_of("view source", *VIEW_SOURCES),
+    )
+    # AlphaEdit's projection (arXiv 2410.02355) for R2F: measured in the README (R2F section).
+    r2f_null_space: float = option(
+        0.0,
+        "With --update r2f: keep every step out of the input directions that carry this share "
+        "of the retain answers' input energy at each layer (their null space, as AlphaEdit "
+        "projects an edit), so the retain answers' outputs move less (0: off; 1: not at all).",
+        check=fraction(),
     )
     r2f_views_per_pass: int = option(
         0,

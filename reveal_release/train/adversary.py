@@ -12,7 +12,7 @@ attacker is drawn afresh every step, as a real attacker would start from the rel
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,20 +25,29 @@ ATTACKER_LORA = LoraSpec(rank=8, alpha=32.0)
 
 
 class RelearnAdversary:
-    """A rank-r LoRA delta on the adapted layers of a PEFT model, trained to relearn."""
+    """A rank-r LoRA delta on linear layers (a PEFT model's adapted ones, or R2F's), trained to
+    relearn."""
 
-    def __init__(self, peft_model: Any, spec: LoraSpec, lr: float, steps: int, seed: int):
+    def __init__(self, layers: Sequence[Any], spec: LoraSpec, lr: float, steps: int, seed: int):
+        """`layers`: the linear modules to attack (PEFT LoRA layers or plain nn.Linear)."""
         import torch
 
-        self.layers = list(lora_layers(peft_model).values())
+        self.layers = list(layers)
         self.scale, self.lr, self.steps, rank = spec.scaling, lr, steps, spec.rank
         self.seed = seed
         self.factors = []
         for mod in self.layers:
-            w = mod.base_layer.weight
+            w = getattr(mod, "base_layer", mod).weight
             a = torch.zeros(rank, w.shape[1], device=w.device, dtype=w.dtype)
             b = torch.zeros(w.shape[0], rank, device=w.device, dtype=w.dtype)
             self.factors.append((a.requires_grad_(), b.requires_grad_()))
+
+    @classmethod
+    def on_peft(
+        cls, peft_model: Any, spec: LoraSpec, lr: float, steps: int, seed: int
+    ) -> RelearnAdversary:
+        """An attacker on the adapted layers of a PEFT model."""
+        return cls(list(lora_layers(peft_model).values()), spec, lr, steps, seed)
 
     def params(self) -> list[Any]:
         """The attacker's tensors (A and B of every layer)."""

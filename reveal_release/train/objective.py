@@ -73,7 +73,7 @@ class UnlearnObjective:
         # The attacked term's own beta (--tamper-beta), the others' when not given.
         self.tamper_cfg = dataclasses.replace(cfg, beta=cfg.tamper_beta or cfg.beta)
         if cfg.tamper_steps:
-            self.adversary = RelearnAdversary(
+            self.adversary = RelearnAdversary.on_peft(
                 peft_model, ATTACKER_LORA, cfg.tamper_lr, cfg.tamper_steps, seeds[0]
             )
             attacked = FORGET_LOSSES.get(cfg.tamper_loss or cfg.loss)()

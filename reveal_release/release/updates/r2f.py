@@ -2,7 +2,8 @@
 
 Per step: LoRA gradient sketches of the round's loss (the forget loss of --loss, NPO by default,
 on the forget answers, plus the retain term: KL from the base model's next-token distributions
-on the retain answers, or with --retain-loss nll minus their log-likelihood) over the forget
+on the retain answers, or with --retain-loss nll minus their log-likelihood; with --tamper-steps
+the forget loss of other answers after a simulated relearning attack too) over the forget
 prompts' paraphrased views, a fresh random A per view and no weight gradient; each adapted
 layer's full gradient decoded from them, its components in earlier rounds' input subspaces
 removed, and a step of relative size --r2f-step along it. A paired loss (generic-dpo) runs its
@@ -25,9 +26,11 @@ from reveal_release.atomic import atomic_dir
 from reveal_release.errors import RRError
 from reveal_release.release.updates.base import UPDATES, RoundInputs
 from reveal_release.train import seeds
+from reveal_release.train.adversary import ATTACKER_LORA, RelearnAdversary
 from reveal_release.train.config import LoraSpec
-from reveal_release.train.data import batch_indices, collate, encode
+from reveal_release.train.data import batch_indices, collate, encode, other_indices
 from reveal_release.train.logprobs import (
+    answer_nll,
     answer_start,
     sequence_logps,
     sequence_logps_from_logits,
@@ -99,13 +102,15 @@ def view_terms(
 def round_loss(
     cfg: Any, forget: dict, views: Sequence[int] | None, ref: Any, retain: dict | None,
     retain_ref: Any = None, loss: ForgetLoss | None = None, paired: bool = False,
+    attacked: Any = None,
 ) -> tuple[Any, Any]:  # fmt: skip
     """The pass's loss as a function of `forward`, and the mean per-view loss it reports.
 
     For each view v of the forget batch, the forget loss (`loss`, NPO unless given) on its rows,
     summed over views, plus a * the retain term (rows shared by every view): view v's sketch is
     then that of L_v + a * retain, the loss of one view. With views None the forget rows are
-    shared by every view too (one term).
+    shared by every view too (one term). `attacked(forward)`, the tamper term (--tamper-steps),
+    is shared by every view as the retain term is.
     """
     report: dict[str, float] = {}
     loss = loss or FORGET_LOSSES.get("npo")()
@@ -120,6 +125,10 @@ def round_loss(
         report["retain"] = 0.0
         if retain is not None:
             total = total + _retain_term(cfg, forward, retain, retain_ref, report)
+        if attacked is not None:
+            term = attacked(forward)
+            report["forget_t"] = float(term.detach())
+            total = total + term
         return total
 
     return loss_fn, report
@@ -142,6 +151,7 @@ class _Round:
     protect: dict[str, Any]
     heading: Any  # r2f.step.Momentum
     precondition: Any  # one of r2f.step.PRECONDITIONERS, or None
+    adversary: Any  # train.adversary.RelearnAdversary with --tamper-steps, else None
 
 
 def _prepare(inp: RoundInputs) -> _Round:
@@ -150,6 +160,7 @@ def _prepare(inp: RoundInputs) -> _Round:
 
     from reveal_release.models import LoadedModel
     from reveal_release.r2f.decoder import load_decoder
+    from reveal_release.r2f.null_space import joined
     from reveal_release.r2f.paraphrase import paraphrases
     from reveal_release.r2f.sketch import linear_layers
     from reveal_release.r2f.step import PRECONDITIONERS, Momentum, earlier_bases
@@ -177,13 +188,33 @@ def _prepare(inp: RoundInputs) -> _Round:
            else torch.zeros(len(scored), device=model.device))  # fmt: skip
     original = {ly.name: mods[ly.name].weight.detach().clone() for ly in layers}
     protect = earlier_bases(inp.earlier_a, module_name)
+    if cfg.r2f_null_space and inp.retain:
+        protect = joined(protect, _retain_null_space(inp, layers))
     heading = Momentum(cfg.r2f_momentum)
     make = PRECONDITIONERS.get(cfg.r2f_precondition)
     precondition = make(cfg.rank) if make else None
+    adversary = None
+    if cfg.tamper_steps:
+        adversary = RelearnAdversary([mods[ly.name] for ly in layers], ATTACKER_LORA,
+                                     cfg.tamper_lr, cfg.tamper_steps,
+                                     seeds.lora_init(cfg.seed, inp.round_))  # fmt: skip
     return _Round(
         inp, dec, layers, loss, rows, chosen, views, ref, mods, original, protect, heading,
-        precondition,
+        precondition, adversary,
     )  # fmt: skip
+
+
+def _retain_null_space(inp: RoundInputs, layers: list) -> dict[str, Any]:
+    """--r2f-null-space: per layer, the input directions carrying that share of the retain
+    answers' input energy under the round's starting weights, which every step leaves alone."""
+    from reveal_release.r2f.null_space import retain_bases
+
+    cfg, tok = inp.cfg, inp.tokenizer
+    pairs = [(r["prompt"], r["response"]) for r in inp.retain]
+    size = max(cfg.batch_size, 1)
+    batches = (_batch(tok, pairs[i : i + size], cfg.max_length, inp.model.device)
+               for i in range(0, len(pairs), size))  # fmt: skip
+    return retain_bases(inp.model, layers, batches, cfg.r2f_null_space)
 
 
 def _reference(model: Any, tok: Any, rows: Sequence[dict], max_length: int) -> Any:
@@ -230,15 +261,20 @@ def _step(r: _Round, step: int) -> dict:
     trained = retain if cfg.retain_weight > 0 else None  # in the loss only when it counts
     kl = trained is not None and cfg.retain_loss == "kl"
     retain_ref = base_dists(inp.model, r.mods, r.original, trained) if kl else None
-    cap, forget_loss, retain_term, before = Capture(), 0.0, 0.0, None
+    attacked, extra = _attacked_term(r, idx, step), {}
+    cap, forget_loss, rest, before = Capture(), 0.0, 0.0, None
     passes = [None] if r.views is None else view_passes(r.dec.views, cfg.r2f_views_per_pass)
     for n, group in enumerate(passes):
         forget, views, ref = _forget_batch(r, idx, group)
-        fn, report = round_loss(cfg, forget, views, ref, trained if n == 0 else None, retain_ref,
-                                r.loss, r.chosen is not None)  # fmt: skip
+        first = n == 0  # the shared terms (retain, tamper) ride on the first pass
+        fn, report = round_loss(
+            cfg, forget, views, ref, trained if first else None, retain_ref, r.loss,
+            r.chosen is not None, attacked if first else None,
+        )  # fmt: skip
         capture_views(inp.model, r.layers, fn, a_views, cap, keep_inputs=2048)
         forget_loss += report["forget"] * (1 if group is None else len(group) / r.dec.views)
-        retain_term += report["retain"]
+        rest += report["retain"] + report.get("forget_t", 0.0)  # the terms besides the forget loss
+        extra.update({k: report[k] for k in ("forget_t",) if k in report})
         before = report.get("retain_nll", before)
     scale = {n: cfg.r2f_step * float(w.norm()) for n, w in r.original.items()}
     applied: dict[str, Any] | None = None
@@ -249,8 +285,8 @@ def _step(r: _Round, step: int) -> dict:
         r.dec, r.layers, r.mods, cap, a_views, scale, r.protect, applied,
         heading=r.heading, precondition=r.precondition,
     )  # fmt: skip
-    entry = {"step": step + 1, "loss": forget_loss + retain_term, "forget": forget_loss,
-             "grad_norm": sum(norms) / len(norms)}  # fmt: skip
+    entry = {"step": step + 1, "loss": forget_loss + rest, "forget": forget_loss,
+             "grad_norm": sum(norms) / len(norms), **extra}  # fmt: skip
     if applied is not None:
         entry["step_kept"] = _guard(r, retain, before, applied)
     return entry
@@ -276,6 +312,33 @@ def _forget_batch(
         views, times = [v for _ in answers for v in group for _ in idx], len(group)
     ref = torch.cat([r.ref[at + k * len(r.rows)].repeat(times) for k in range(len(answers))])
     return _batch(r.inp.tokenizer, pairs, cfg.max_length, r.inp.model.device), views, ref
+
+
+def _attacked_term(r: _Round, idx: Sequence[int], step: int) -> Any:
+    """--tamper-steps, on an attacked step (--tamper-every): a fresh attacker trained on the
+    step's forget answers (their NLL, own prompts), and the tamper term as a function of
+    `forward`: --tamper-weight x the forget loss (beta --tamper-beta) of other forget answers
+    with the attacker on, their rows shared by every view. None on other steps."""
+    import dataclasses
+
+    cfg, model = r.inp.cfg, r.inp.model
+    if r.adversary is None or step % cfg.tamper_every:
+        return None
+    pairs = [(r.rows[i]["prompt"], r.rows[i]["response"]) for i in idx]
+    own = _batch(r.inp.tokenizer, pairs, cfg.max_length, model.device)
+    r.adversary.attack(lambda: answer_nll(model, own), step)
+    stream = seeds.batch_stream(cfg.seed, r.inp.round_) + 1  # as a LoRA round draws them
+    others = other_indices(len(r.rows), set(idx), cfg.batch_size, stream, step) or list(idx)
+    forget, _, ref = _forget_batch(r, others, None)
+    attacked_cfg = dataclasses.replace(cfg, beta=cfg.tamper_beta or cfg.beta)
+
+    def term(forward: Any) -> Any:
+        with r.adversary.active():
+            logp, n = _logps(forward, forget, None)
+        (loss,) = view_terms(r.loss, attacked_cfg, logp, n, ref, None, r.chosen is not None)
+        return cfg.tamper_weight * loss
+
+    return term
 
 
 def base_dists(model: Any, mods: dict[str, Any], original: dict[str, Any], batch: dict) -> Any:
