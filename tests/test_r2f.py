@@ -1037,14 +1037,19 @@ def test_options_of_the_other_update_are_refused_when_given_and_dropped_when_a_s
     want = "--r2f-step, --r2f-precondition work with --update r2f only, not --update lora"
     assert want in lines[0]
     assert not (run / "round-1").exists()
-    # The person spec sets generic-dpo, a simulated attacker and a gain: R2F keeps the loss, the
-    # attacker and the gain (every update's) and puts the LoRA-only ones back to their defaults.
+    # The person spec sets generic-dpo, a simulated attacker and a gain: R2F keeps the loss and
+    # the gain (every update's) and puts the LoRA-only ones and the LoRA-tuned attacker back to
+    # their defaults; an attacker given on the command line is kept.
     person = load_target("person")
     cfg = ReleaseConfig(update="r2f", decoder=str(dec))
     got = _settings(cfg, person, "default", frozenset({"update", "decoder"}), "hf")
     default = ReleaseConfig()
-    assert got.max_epochs == default.max_epochs and (got.tamper_steps, got.tamper_lr) == (3, 3e-3)
+    assert (got.tamper_steps, got.max_epochs) == (default.tamper_steps, default.max_epochs)
     assert got.loss == "generic-dpo" and got.snap_gain == 2 and got.unused_by_update() == {}
+    given = frozenset({"update", "decoder", "tamper_steps"})
+    cfg = ReleaseConfig(update="r2f", decoder=str(dec), tamper_steps=2)
+    got = _settings(cfg, person, "default", given, "hf")
+    assert (got.tamper_steps, got.tamper_lr) == (2, default.tamper_lr)
     said = capsys.readouterr()
     assert "--update r2f does not use --max-epochs" in (said.out + said.err)
     lora = _settings(ReleaseConfig(), person, "default", frozenset(), "hf")

@@ -72,7 +72,7 @@ def _drop_unused(cfg: ReleaseConfig, explicit: frozenset[str], spec: Any) -> Rel
     back to its default, and said."""
     from reveal_release.console import say
 
-    unused = cfg.unused_by_update()
+    unused = cfg.unused_by_update(explicit)
     given = [k for k in unused if k in explicit]
     if given:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
@@ -85,7 +85,7 @@ def _drop_unused(cfg: ReleaseConfig, explicit: frozenset[str], spec: Any) -> Rel
         flags = " ".join(f"--{k.replace('_', '-')}" for k in unused)
         say(f"--update {cfg.update} does not use {flags} (set for target {spec.identity()} or "
             "the preset): left at the defaults")  # fmt: skip
-        cfg = cfg.unused_at_defaults()
+        cfg = cfg.unused_at_defaults(explicit)
     return cfg
 
 
