@@ -274,7 +274,8 @@ def _step(r: _Round, step: int) -> dict:
         capture_views(inp.model, r.layers, fn, a_views, cap, keep_inputs=2048)
         forget_loss += report["forget"] * (1 if group is None else len(group) / r.dec.views)
         rest += report["retain"] + report.get("forget_t", 0.0)  # the terms besides the forget loss
-        extra.update({k: report[k] for k in ("forget_t",) if k in report})
+        if "forget_t" in report:
+            extra["forget_t"] = report["forget_t"]
         before = report.get("retain_nll", before)
     scale = {n: cfg.r2f_step * float(w.norm()) for n, w in r.original.items()}
     applied: dict[str, Any] | None = None
